@@ -15,6 +15,7 @@
 //! through a `Disk`, or draws ambient randomness; `clippy.toml` enforces it.
 //! Two runs fed the same inputs produce the same outputs.
 
+pub mod codec;
 pub mod disk;
 pub mod error;
 pub mod mvcc;
