@@ -25,6 +25,11 @@ pub fn put_u8(buf: &mut Vec<u8>, v: u8) {
 }
 
 /// Appends `v` little-endian.
+pub fn put_u16(buf: &mut Vec<u8>, v: u16) {
+    buf.extend_from_slice(&v.to_le_bytes());
+}
+
+/// Appends `v` little-endian.
 pub fn put_u32(buf: &mut Vec<u8>, v: u32) {
     buf.extend_from_slice(&v.to_le_bytes());
 }
@@ -106,6 +111,11 @@ impl Reader {
         Ok(self.array::<1>(what)?[0])
     }
 
+    /// Reads a little-endian `u16`.
+    pub fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
+        Ok(u16::from_le_bytes(self.array(what)?))
+    }
+
     /// Reads a little-endian `u32`.
     pub fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
         Ok(u32::from_le_bytes(self.array(what)?))
@@ -145,12 +155,14 @@ mod tests {
     fn round_trip_and_bounds() {
         let mut buf = Vec::new();
         put_u8(&mut buf, 7);
+        put_u16(&mut buf, 0xbeef);
         put_u32(&mut buf, 0xdead_beef);
         put_u64(&mut buf, u64::MAX - 1);
         put_i64(&mut buf, -5);
         put_bytes(&mut buf, b"hello");
         let mut r = Reader::new(Bytes::from(buf));
         assert_eq!(r.u8("a").unwrap(), 7);
+        assert_eq!(r.u16("a2").unwrap(), 0xbeef);
         assert_eq!(r.u32("b").unwrap(), 0xdead_beef);
         assert_eq!(r.u64("c").unwrap(), u64::MAX - 1);
         assert_eq!(r.i64("d").unwrap(), -5);
@@ -165,6 +177,12 @@ mod tests {
         put_u32(&mut buf, 1000);
         buf.extend_from_slice(b"short");
         let err = Reader::new(Bytes::from(buf)).bytes("value").unwrap_err();
-        assert_eq!(err, DecodeError { offset: 4, what: "value" });
+        assert_eq!(
+            err,
+            DecodeError {
+                offset: 4,
+                what: "value"
+            }
+        );
     }
 }
