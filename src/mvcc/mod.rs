@@ -1,1 +1,411 @@
-//! The MVCC store (in progress).
+//! The multi-version key-value store, with etcd v3's revision semantics.
+//!
+//! # What it is
+//!
+//! An in-memory map from key to the key's *history*: every version the key has
+//! had since the last compaction, oldest first. The store is made durable
+//! elsewhere: raft's log (the WAL) holds every request that changed it and
+//! snapshots hold its whole state ([`Store::encode`]); recovery loads the
+//! newest snapshot and re-applies the log after it. Nothing here touches a
+//! disk, a clock or a random source, so every replica that applies the same
+//! requests in the same order holds the same bytes, and [`Store::hash_kv`]
+//! proves it.
+//!
+//! # Revisions
+//!
+//! The store has a *current revision*, 1 when empty. Every request that
+//! changes something, a whole txn included, takes exactly the next main
+//! revision; its changes get sub revisions 0, 1, 2, ... (see [`Revision`]). A
+//! request that changes nothing (a delete that matches no key, a txn of reads)
+//! takes no revision.
+//!
+//! # Key histories and generations
+//!
+//! A key's history is a list of versions ordered by revision. A put appends a
+//! version; a delete appends a *tombstone*. The run of versions from a
+//! creation up to and including the tombstone that ends it is a *generation*
+//! (etcd's `key_index.go` has worked examples). Within a generation,
+//! `create_revision` is the main revision of the put that began it and
+//! `version` counts the puts so far (1, 2, ...); a tombstone has version 0,
+//! so a key put again after a delete starts over at version 1 with a new
+//! create revision.
+//!
+//! A read at revision `r` sees, for each key, the newest version whose main
+//! revision is `<= r`, unless that version is a tombstone.
+//!
+//! # Compaction
+//!
+//! [`Store::compact`] at revision `c` drops, for every key, all versions that
+//! no read at a revision `>= c` can see: everything older than the newest
+//! version at or before `c`, and that version too if it is a tombstone. Reads
+//! below `c` then fail with [`Error::Compacted`]; reads above the current
+//! revision fail with [`Error::FutureRev`].
+//!
+//! # Invariants
+//!
+//! 1. Versions in a history are strictly increasing by revision, and every
+//!    revision is `<= current`.
+//! 2. No history is empty or starts with a tombstone: a tombstone always
+//!    follows a put of its generation, and compaction drops a tombstone
+//!    together with everything before it.
+//! 3. `compacted <= current`.
+//!
+//! [`Store::check_invariants`] asserts them; the model tests call it after
+//! every operation.
+//!
+//! # Values
+//!
+//! Keys and values are [`Bytes`]: a value decoded from a request shares the
+//! request's buffer, and every response or event that returns it shares it
+//! again, without a copy.
+
+mod error;
+mod revision;
+mod state;
+mod txn;
+mod write;
+
+pub use error::{Error, GrpcCode};
+pub use revision::Revision;
+pub use state::HashKv;
+pub use txn::{check_delete, check_put, check_range, check_txn};
+
+use crate::proto::etcdserverpb::{
+    range_request::{SortOrder, SortTarget},
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+};
+use crate::proto::mvccpb::{Event, KeyValue};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use write::WriteTxn;
+
+/// Result of a key-value store operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// etcd's default limit on the ops (and compares) in one txn branch.
+pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+
+/// One version of a key: what a read at a revision sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Version {
+    /// The revision of the change that wrote this version.
+    rev: Revision,
+    /// Main revision that created the key's current generation; 0 for a tombstone.
+    create: i64,
+    /// Puts since the generation began (1 for the first); 0 for a tombstone.
+    version: i64,
+    /// The lease the key is attached to; 0 for none.
+    lease: i64,
+    /// The value; empty for a tombstone.
+    value: Bytes,
+}
+
+impl Version {
+    fn is_tombstone(&self) -> bool {
+        self.version == 0
+    }
+
+    fn to_kv(&self, key: &Bytes, keys_only: bool) -> KeyValue {
+        KeyValue {
+            key: key.clone(),
+            create_revision: self.create,
+            mod_revision: self.rev.main,
+            version: self.version,
+            value: if keys_only {
+                Bytes::new()
+            } else {
+                self.value.clone()
+            },
+            lease: self.lease,
+        }
+    }
+}
+
+/// The newest live version of `history` visible at revision `rev`.
+fn visible(history: &[Version], rev: i64) -> Option<&Version> {
+    let n = history.partition_point(|v| v.rev.main <= rev);
+    history[..n].last().filter(|v| !v.is_tombstone())
+}
+
+/// The keys a request names: `key` alone when `range_end` is empty, else
+/// `[key, range_end)`, where a `range_end` of `"\0"` means no upper bound.
+fn key_bounds<'a>(
+    key: &'a [u8],
+    range_end: &'a [u8],
+) -> Option<(Bound<&'a [u8]>, Bound<&'a [u8]>)> {
+    match range_end {
+        [] => Some((Bound::Included(key), Bound::Included(key))),
+        [0] => Some((Bound::Included(key), Bound::Unbounded)),
+        end if end > key => Some((Bound::Included(key), Bound::Excluded(end))),
+        _ => None,
+    }
+}
+
+/// A response header carrying only a revision; the server fills in the rest.
+fn header(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader {
+        revision,
+        ..Default::default()
+    })
+}
+
+/// The in-memory MVCC store. See the module docs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Store {
+    /// Every key that has a retained version, with its history.
+    keys: BTreeMap<Bytes, Vec<Version>>,
+    /// The revision of the newest change (1 for an empty store).
+    current: i64,
+    /// Reads below this revision are refused; 0 before the first compaction.
+    compacted: i64,
+    /// Limit on ops per txn branch.
+    max_txn_ops: usize,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Store {
+    /// An empty store at revision 1.
+    pub fn new() -> Self {
+        Self {
+            keys: BTreeMap::new(),
+            current: 1,
+            compacted: 0,
+            max_txn_ops: DEFAULT_MAX_TXN_OPS,
+        }
+    }
+
+    /// Sets the limit on ops per txn branch (`--max-txn-ops`).
+    pub fn with_max_txn_ops(mut self, max: usize) -> Self {
+        self.max_txn_ops = max;
+        self
+    }
+
+    /// The revision of the newest change.
+    pub fn current_revision(&self) -> i64 {
+        self.current
+    }
+
+    /// The compaction revision; 0 if the store was never compacted.
+    pub fn compact_revision(&self) -> i64 {
+        self.compacted
+    }
+
+    /// Number of keys with at least one retained version (live or not).
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Reads a range at `req.revision` (or the newest), as etcd's Range does.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        check_range(req)?;
+        self.range_at(req, self.current)
+    }
+
+    /// Puts one key, taking the next revision.
+    pub fn put(&mut self, req: &PutRequest) -> Result<(PutResponse, Vec<Event>)> {
+        check_put(req)?;
+        self.write(|tx| tx.put(req))
+    }
+
+    /// Deletes a key or range. Takes a revision only if a key was deleted.
+    pub fn delete_range(
+        &mut self,
+        req: &DeleteRangeRequest,
+    ) -> Result<(DeleteRangeResponse, Vec<Event>)> {
+        check_delete(req)?;
+        self.write(|tx| Ok(tx.delete_range(req)))
+    }
+
+    /// Runs a txn atomically: all its writes share one revision, and an error
+    /// anywhere leaves the store unchanged.
+    pub fn txn(&mut self, req: &TxnRequest) -> Result<(TxnResponse, Vec<Event>)> {
+        check_txn(req, self.max_txn_ops)?;
+        self.write(|tx| tx.txn(req))
+    }
+
+    /// Compacts the history at `req.revision`. See the module docs.
+    pub fn compact(&mut self, req: &CompactionRequest) -> Result<CompactionResponse> {
+        let rev = req.revision;
+        if rev <= self.compacted {
+            return Err(Error::Compacted);
+        }
+        if rev > self.current {
+            return Err(Error::FutureRev);
+        }
+        self.compacted = rev;
+        self.keys.retain(|_, history| {
+            // Keep the newest version at or before `rev`, unless it is a tombstone.
+            let n = history.partition_point(|v| v.rev.main <= rev);
+            let keep_from = match history[..n].last() {
+                Some(v) if v.is_tombstone() => n,
+                Some(_) => n - 1,
+                None => 0,
+            };
+            history.drain(..keep_from);
+            !history.is_empty()
+        });
+        Ok(CompactionResponse {
+            header: header(self.current),
+        })
+    }
+
+    /// Runs `f` in a write transaction at the next revision. Commits if `f`
+    /// succeeds (taking the revision only if something changed); rolls back
+    /// every change otherwise.
+    fn write<R>(
+        &mut self,
+        f: impl FnOnce(&mut WriteTxn<'_>) -> Result<R>,
+    ) -> Result<(R, Vec<Event>)> {
+        let mut tx = WriteTxn::begin(self);
+        match f(&mut tx) {
+            Ok(response) => Ok((response, tx.commit())),
+            Err(e) => {
+                tx.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    /// The range read behind Range and a txn's range ops. `cur` is the newest
+    /// revision the reader may see: the store's current revision, or inside a
+    /// write txn the revision being written once it has changed something.
+    fn range_at(&self, req: &RangeRequest, cur: i64) -> Result<RangeResponse> {
+        if req.revision > cur {
+            return Err(Error::FutureRev);
+        }
+        let rev = if req.revision <= 0 { cur } else { req.revision };
+        if rev < self.compacted {
+            return Err(Error::Compacted);
+        }
+        let order = SortOrder::try_from(req.sort_order).map_err(|_| Error::InvalidSortOption)?;
+        let target = SortTarget::try_from(req.sort_target).map_err(|_| Error::InvalidSortOption)?;
+        let filtered = req.min_mod_revision != 0
+            || req.max_mod_revision != 0
+            || req.min_create_revision != 0
+            || req.max_create_revision != 0;
+        // etcd sorts ascending by default when the target is not the key.
+        let order = match (order, target) {
+            (SortOrder::None, t) if t != SortTarget::Key => SortOrder::Ascend,
+            (o, _) => o,
+        };
+        let sorted = !matches!(
+            (order, target),
+            (SortOrder::None, _) | (SortOrder::Ascend, SortTarget::Key)
+        );
+        let limit = usize::try_from(req.limit).unwrap_or(0);
+        // Without sort or filters the first `limit` keys are the answer, so
+        // only those are materialised; `count` still covers the whole range.
+        let take = if req.count_only {
+            0
+        } else if sorted || filtered || limit == 0 {
+            usize::MAX
+        } else {
+            limit
+        };
+
+        let mut count = 0i64;
+        let mut kvs = Vec::new();
+        for (key, version) in self.live_at(&req.key, &req.range_end, rev) {
+            count += 1;
+            if kvs.len() < take {
+                kvs.push(version.to_kv(key, req.keys_only));
+            }
+        }
+        if filtered {
+            kvs.retain(|kv| {
+                (req.min_mod_revision == 0 || kv.mod_revision >= req.min_mod_revision)
+                    && (req.max_mod_revision == 0 || kv.mod_revision <= req.max_mod_revision)
+                    && (req.min_create_revision == 0
+                        || kv.create_revision >= req.min_create_revision)
+                    && (req.max_create_revision == 0
+                        || kv.create_revision <= req.max_create_revision)
+            });
+        }
+        if sorted {
+            sort_kvs(&mut kvs, order, target);
+        }
+        let more = if req.count_only || limit == 0 {
+            false
+        } else if take == limit {
+            count > req.limit
+        } else {
+            kvs.len() > limit
+        };
+        kvs.truncate(if limit == 0 { usize::MAX } else { limit });
+        Ok(RangeResponse {
+            header: header(cur),
+            kvs,
+            more,
+            count,
+        })
+    }
+
+    /// The live versions visible at `rev` of the keys `key`/`range_end` name,
+    /// in key order.
+    fn live_at<'a>(
+        &'a self,
+        key: &'a [u8],
+        range_end: &'a [u8],
+        rev: i64,
+    ) -> impl Iterator<Item = (&'a Bytes, &'a Version)> + 'a {
+        key_bounds(key, range_end)
+            .into_iter()
+            .flat_map(move |bounds| self.keys.range::<[u8], _>(bounds))
+            .filter_map(move |(k, history)| visible(history, rev).map(|v| (k, v)))
+    }
+
+    /// Asserts the invariants listed in the module docs. For tests and fuzzing.
+    pub fn check_invariants(&self) {
+        assert!(
+            self.compacted <= self.current,
+            "compacted {} > current {}",
+            self.compacted,
+            self.current
+        );
+        for (key, history) in &self.keys {
+            assert!(!key.is_empty(), "empty key in the index");
+            assert!(!history.is_empty(), "key {key:?} has an empty history");
+            assert!(
+                !history[0].is_tombstone(),
+                "key {key:?} history starts with a tombstone"
+            );
+            for pair in history.windows(2) {
+                assert!(
+                    pair[0].rev < pair[1].rev,
+                    "key {key:?} history out of order"
+                );
+            }
+            let last = history.last().expect("checked non-empty");
+            assert!(
+                last.rev.main <= self.current,
+                "key {key:?} has a future revision"
+            );
+        }
+    }
+}
+
+/// Sorts range results as etcd does, but stably: ties keep key order, so the
+/// result is deterministic (Go's `sort.Sort` is not).
+fn sort_kvs(kvs: &mut [KeyValue], order: SortOrder, target: SortTarget) {
+    let cmp = |a: &KeyValue, b: &KeyValue| match target {
+        SortTarget::Key => a.key.cmp(&b.key),
+        SortTarget::Version => a.version.cmp(&b.version),
+        SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+        SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+        SortTarget::Value => a.value.cmp(&b.value),
+    };
+    match order {
+        SortOrder::Descend => kvs.sort_by(|a, b| cmp(b, a)),
+        _ => kvs.sort_by(cmp),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,159 @@
+//! The store's whole state as bytes (for snapshots) and as a hash (for
+//! comparing replicas).
+//!
+//! # Encoding (version 1), little-endian, with `crate::codec`
+//!
+//! ```text
+//! u32 format version (1)
+//! i64 current revision
+//! i64 compaction revision
+//! u64 number of keys, then for each key in ascending key order:
+//!     bytes key (u32 length + bytes)
+//!     u32 number of versions, then for each, oldest first:
+//!         i64 main, i64 sub, i64 create_revision, i64 version, i64 lease
+//!         bytes value
+//! ```
+//!
+//! A tombstone is a version with `version == 0`. Decoding checks the
+//! invariants of the module docs (key order, revision order, no empty
+//! history, no leading tombstone, nothing newer than the current revision), so
+//! a snapshot that passed its CRC but breaks them is refused, not served.
+//! The snapshot file's own CRC (see `snap`) covers these bytes.
+//!
+//! Decoded keys and values are copied out of the snapshot buffer: sharing it
+//! would keep the whole buffer alive for as long as any one value from it.
+
+use super::{Error, Result, Revision, Store, Version};
+use crate::codec::{put_bytes, put_i64, put_u32, put_u64, DecodeError, Reader};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+
+const FORMAT_VERSION: u32 = 1;
+
+/// A hash of the store's retained history up to a revision, as etcd's HashKV
+/// reports it. Replicas that applied the same requests agree on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashKv {
+    /// CRC32 over every retained version at or below `revision`.
+    pub hash: u32,
+    /// The revision hashed up to.
+    pub revision: i64,
+    /// The compaction revision when the hash was taken.
+    pub compact_revision: i64,
+}
+
+impl Store {
+    /// Encodes the whole state. See the module docs for the format.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        put_u32(&mut buf, FORMAT_VERSION);
+        put_i64(&mut buf, self.current);
+        put_i64(&mut buf, self.compacted);
+        put_u64(&mut buf, self.keys.len() as u64);
+        for (key, history) in &self.keys {
+            put_bytes(&mut buf, key);
+            put_u32(
+                &mut buf,
+                u32::try_from(history.len()).expect("fewer than 2^32 versions of a key"),
+            );
+            for v in history {
+                for n in [v.rev.main, v.rev.sub, v.create, v.version, v.lease] {
+                    put_i64(&mut buf, n);
+                }
+                put_bytes(&mut buf, &v.value);
+            }
+        }
+        buf
+    }
+
+    /// Decodes a state written by [`Store::encode`], checking its invariants.
+    /// The txn limit is the default; set it again with `with_max_txn_ops`.
+    pub fn decode(buf: Bytes) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(buf);
+        if r.u32("format version")? != FORMAT_VERSION {
+            return Err(r.error("unknown mvcc state format version"));
+        }
+        let current = r.i64("current revision")?;
+        let compacted = r.i64("compaction revision")?;
+        if current < 1 || compacted < 0 || compacted > current {
+            return Err(r.error("revisions out of range"));
+        }
+        let n_keys = r.u64("key count")?;
+        let mut keys = BTreeMap::new();
+        let mut prev_key: Option<Bytes> = None;
+        for _ in 0..n_keys {
+            let key = Bytes::copy_from_slice(&r.bytes("key")?);
+            if key.is_empty() || prev_key.as_ref().is_some_and(|p| *p >= key) {
+                return Err(r.error("keys empty or out of order"));
+            }
+            let n_versions = r.u32("version count")?;
+            if n_versions == 0 {
+                return Err(r.error("key with no versions"));
+            }
+            // Each version takes at least 44 bytes: don't trust the count for the allocation.
+            let mut history: Vec<Version> =
+                Vec::with_capacity((n_versions as usize).min(r.remaining() / 44));
+            for _ in 0..n_versions {
+                let v = Version {
+                    rev: Revision::new(r.i64("main revision")?, r.i64("sub revision")?),
+                    create: r.i64("create revision")?,
+                    version: r.i64("version")?,
+                    lease: r.i64("lease")?,
+                    value: Bytes::copy_from_slice(&r.bytes("value")?),
+                };
+                let ordered = history.last().is_none_or(|p| p.rev < v.rev);
+                let sane =
+                    v.version >= 0 && v.rev.main >= 1 && v.rev.main <= current && v.rev.sub >= 0;
+                if !ordered || !sane || (history.is_empty() && v.is_tombstone()) {
+                    return Err(r.error("version out of order or out of range"));
+                }
+                history.push(v);
+            }
+            prev_key = Some(key.clone());
+            keys.insert(key, history);
+        }
+        r.finish("trailing bytes after mvcc state")?;
+        Ok(Store {
+            keys,
+            current,
+            compacted,
+            max_txn_ops: super::DEFAULT_MAX_TXN_OPS,
+        })
+    }
+
+    /// A CRC32 over every retained version at or below `revision` (0: the
+    /// current one), in key order then revision order: each version's key,
+    /// revision, create revision, version, lease and value. Fails like a read
+    /// at that revision would.
+    pub fn hash_kv(&self, revision: i64) -> Result<HashKv> {
+        if revision > self.current {
+            return Err(Error::FutureRev);
+        }
+        let rev = if revision <= 0 {
+            self.current
+        } else {
+            revision
+        };
+        if rev < self.compacted {
+            return Err(Error::Compacted);
+        }
+        let mut h = crc32fast::Hasher::new();
+        let mut scratch = Vec::new();
+        for (key, history) in &self.keys {
+            for v in history.iter().take_while(|v| v.rev.main <= rev) {
+                scratch.clear();
+                put_bytes(&mut scratch, key);
+                for n in [v.rev.main, v.rev.sub, v.create, v.version, v.lease] {
+                    put_i64(&mut scratch, n);
+                }
+                put_bytes(&mut scratch, &v.value);
+                h.update(&scratch);
+            }
+        }
+        Ok(HashKv {
+            hash: h.finalize(),
+            revision: rev,
+            compact_revision: self.compacted,
+        })
+    }
+}
