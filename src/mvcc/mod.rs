@@ -129,12 +129,12 @@ fn visible(history: &[Version], rev: i64) -> Option<&Version> {
     history[..n].last().filter(|v| !v.is_tombstone())
 }
 
+/// Lower and upper bound of a key range, as `BTreeMap::range` takes them.
+type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
 /// The keys a request names: `key` alone when `range_end` is empty, else
 /// `[key, range_end)`, where a `range_end` of `"\0"` means no upper bound.
-fn key_bounds<'a>(
-    key: &'a [u8],
-    range_end: &'a [u8],
-) -> Option<(Bound<&'a [u8]>, Bound<&'a [u8]>)> {
+fn key_bounds<'a>(key: &'a [u8], range_end: &'a [u8]) -> Option<KeyBounds<'a>> {
     match range_end {
         [] => Some((Bound::Included(key), Bound::Included(key))),
         [0] => Some((Bound::Included(key), Bound::Unbounded)),
