@@ -89,10 +89,10 @@ impl<D: Disk> SnapStore<D> {
     /// stale `.tmp`, and the directory synced again.
     ///
     /// On error the previous snapshots are intact: nothing is removed before
-    /// the new file is durable. An error before the rename removes the `.tmp`
-    /// (best effort; a leftover is pruned by the next save). An error at or
-    /// after the rename leaves it unknown whether the new snapshot is durable;
-    /// the caller must treat the save as failed.
+    /// the new file is durable. An error up to and including the rename
+    /// removes the `.tmp` (best effort; a leftover is pruned by the next
+    /// save). An error after the rename leaves it unknown whether the new
+    /// snapshot is durable; the caller must treat the save as failed.
     pub fn save(&mut self, s: &Snapshot) -> Result<String> {
         let name = snap_name(s.meta.term, s.meta.index);
         let tmp = format!("{name}{TMP_SUFFIX}");
@@ -101,14 +101,17 @@ impl<D: Disk> SnapStore<D> {
             decode_snapshot(Bytes::copy_from_slice(&buf)).as_ref() == Ok(s),
             "a snapshot decodes to what was encoded"
         );
-        if let Err(e) = self.write_tmp(&tmp, &buf) {
-            // Best effort: the error that matters is `e`.
+        let written = self.write_tmp(&tmp, &buf).and_then(|()| {
+            self.disk
+                .rename(&tmp, &name)
+                .map_err(io_err("rename", &tmp))
+        });
+        if let Err(e) = written {
+            // Best effort: the error that matters is `e`, and a leftover
+            // `.tmp` is harmless (never read, pruned by the next save).
             let _ = self.disk.remove(&tmp);
             return Err(e);
         }
-        self.disk
-            .rename(&tmp, &name)
-            .map_err(io_err("rename", &tmp))?;
         self.disk.sync_dir().map_err(io_err("sync_dir", DIR))?;
         self.prune(&name)?;
         Ok(name)
@@ -116,13 +119,14 @@ impl<D: Disk> SnapStore<D> {
 
     /// Creates `tmp` (replacing a stale one) with `buf` in it, synced.
     fn write_tmp(&mut self, tmp: &str, buf: &[u8]) -> Result<()> {
-        match self.disk.remove(tmp) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(Error::io("remove", tmp, e))
+        match self.disk.create(tmp) {
+            // Left by a crash during an earlier save of this same snapshot.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                self.disk.remove(tmp).map_err(io_err("remove", tmp))?;
+                self.disk.create(tmp).map_err(io_err("create", tmp))?;
             }
-            _ => {}
+            other => other.map_err(io_err("create", tmp))?,
         }
-        self.disk.create(tmp).map_err(io_err("create", tmp))?;
         self.disk.append(tmp, buf).map_err(io_err("append", tmp))?;
         self.disk.sync(tmp).map_err(io_err("sync", tmp))
     }
