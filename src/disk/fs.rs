@@ -54,7 +54,10 @@ impl FsDisk {
             let file = OpenOptions::new().append(true).open(path)?;
             self.handles.insert(name.to_string(), file);
         }
-        Ok(self.handles.get_mut(name).expect("handle was just inserted"))
+        Ok(self
+            .handles
+            .get_mut(name)
+            .expect("handle was just inserted"))
     }
 }
 

@@ -82,7 +82,10 @@ fn not_found(name: &str) -> io::Error {
 impl State {
     fn inode(&mut self, name: &str) -> io::Result<&mut Inode> {
         let ino = *self.names.get(name).ok_or_else(|| not_found(name))?;
-        Ok(self.inodes.get_mut(&ino).expect("every name points at an inode"))
+        Ok(self
+            .inodes
+            .get_mut(&ino)
+            .expect("every name points at an inode"))
     }
 
     fn check(&mut self, op: DiskOp<'_>) -> io::Result<()> {

@@ -315,7 +315,8 @@ impl Store {
         for (key, version) in self.live_at(&req.key, &req.range_end, rev) {
             count += 1;
             if kvs.len() < take {
-                kvs.push(version.to_kv(key, req.keys_only));
+                // Values are dropped for keys_only after sorting, which may sort by value.
+                kvs.push(version.to_kv(key, req.keys_only && target != SortTarget::Value));
             }
         }
         if filtered {
@@ -339,6 +340,11 @@ impl Store {
             kvs.len() > limit
         };
         kvs.truncate(if limit == 0 { usize::MAX } else { limit });
+        if req.keys_only {
+            for kv in &mut kvs {
+                kv.value = Bytes::new();
+            }
+        }
         Ok(RangeResponse {
             header: header(cur),
             kvs,

@@ -63,11 +63,13 @@ impl<'a> WriteTxn<'a> {
     /// Removes every staged version.
     pub(super) fn rollback(self) {
         for event in &self.events {
+            // A key staged twice (a delete, then a put of it) was cleaned on its first event.
             let key = &event.kv.as_ref().expect("staged events carry a kv").key;
-            let history = self.store.keys.get_mut(key).expect("staged key is indexed");
-            history.retain(|v| v.rev.main != self.main);
-            if history.is_empty() {
-                self.store.keys.remove(key);
+            if let Some(history) = self.store.keys.get_mut(key) {
+                history.retain(|v| v.rev.main != self.main);
+                if history.is_empty() {
+                    self.store.keys.remove(key);
+                }
             }
         }
     }

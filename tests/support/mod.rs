@@ -1,0 +1,2 @@
+//! Code shared by integration tests (and the fuzz targets, by path).
+pub mod model;
