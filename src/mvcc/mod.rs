@@ -249,6 +249,10 @@ impl Store {
                 None => 0,
             };
             history.drain(..keep_from);
+            // Give back what an overwritten key no longer needs: memory bounds the data set.
+            if history.capacity() > 2 * history.len() {
+                history.shrink_to_fit();
+            }
             !history.is_empty()
         });
         Ok(CompactionResponse {

@@ -85,10 +85,12 @@ impl<'a> WriteTxn<'a> {
                 ..Default::default()
             },
         };
+        // Most keys only ever hold one version: don't let Vec's default growth
+        // reserve four (288 bytes) for them.
         self.store
             .keys
             .entry(key.clone())
-            .or_default()
+            .or_insert_with(|| Vec::with_capacity(1))
             .push(version);
         self.events.push(Event {
             r#type: kind as i32,
