@@ -9,6 +9,7 @@
 //! - [`snap`]: atomic, checksummed snapshot files.
 //! - [`mvcc`]: the in-memory multi-version key-value store with etcd's
 //!   revision semantics.
+//! - [`storage`]: a node's data directory and its recovery order.
 //! - [`proto`]: the etcd v3 wire types (`etcdserverpb`, `mvccpb`).
 //!
 //! Nothing in the core reads a clock, spawns a thread, touches a file except
@@ -21,6 +22,7 @@ pub mod error;
 pub mod mvcc;
 pub mod proto;
 pub mod snap;
+pub mod storage;
 pub mod wal;
 
 pub use error::{Error, Result};
