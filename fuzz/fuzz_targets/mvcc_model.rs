@@ -47,7 +47,11 @@ impl Input<'_> {
         let (ignore_value, ignore_lease) = (flags == 1 || flags == 3, flags == 2 || flags == 3);
         PutRequest {
             key: self.pick(KEYS),
-            value: if ignore_value { Bytes::new() } else { self.pick(VALUES) },
+            value: if ignore_value {
+                Bytes::new()
+            } else {
+                self.pick(VALUES)
+            },
             lease: if ignore_lease { 0 } else { self.small(3) },
             prev_kv: self.flag(),
             ignore_value,
@@ -55,7 +59,11 @@ impl Input<'_> {
         }
     }
     fn del(&mut self) -> DeleteRangeRequest {
-        DeleteRangeRequest { key: self.pick(KEYS), range_end: self.pick(ENDS), prev_kv: self.flag() }
+        DeleteRangeRequest {
+            key: self.pick(KEYS),
+            range_end: self.pick(ENDS),
+            prev_kv: self.flag(),
+        }
     }
     fn range(&mut self) -> RangeRequest {
         let filter = self.byte() % 6;
@@ -102,7 +110,9 @@ impl Input<'_> {
                     2 => Request::RequestDeleteRange(self.del()),
                     _ => Request::RequestTxn(self.txn(depth - 1)),
                 };
-                RequestOp { request: Some(request) }
+                RequestOp {
+                    request: Some(request),
+                }
             })
             .collect()
     }
