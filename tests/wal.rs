@@ -399,6 +399,18 @@ fn appending_past_the_end_is_a_programming_error() {
 }
 
 #[test]
+#[should_panic(expected = "at or below snapshot index 3")]
+fn rewriting_entries_below_a_snapshot_is_a_programming_error() {
+    let disk = MemDisk::new();
+    let (mut wal, _) = open(&disk, WalOptions::default(), 0);
+    wal.append(&entries(1..=5, 1)).unwrap();
+    wal.mark_snapshot(SnapshotMarker { index: 3, term: 1 })
+        .unwrap();
+    wal.append(&entries(4..=4, 2)).unwrap();
+    wal.append(&entries(3..=3, 2)).unwrap();
+}
+
+#[test]
 fn a_snapshot_marker_lets_the_log_skip_ahead() {
     let disk = MemDisk::new();
     let (mut wal, _) = open(&disk, WalOptions::default(), 0);

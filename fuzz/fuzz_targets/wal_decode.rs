@@ -61,7 +61,8 @@ fn drive_and_damage(ops: &[u8]) {
             0..=2 => {
                 let last = wal.last_index();
                 let index = if b & 7 == 2 {
-                    last.saturating_sub(arg % 4).max(1)
+                    // Raft rewrites only entries above the last snapshot.
+                    last.saturating_sub(arg % 4).max(from_index + 1)
                 } else {
                     last + 1
                 };

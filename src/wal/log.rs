@@ -163,12 +163,20 @@ impl<D: Disk> Wal<D> {
     /// [`Wal::sync`].
     ///
     /// # Panics
-    /// If an entry's index is 0 or above `last_index + 1`: raft never leaves
-    /// a gap, so the caller is broken.
+    /// If an entry's index is 0, above `last_index + 1` (raft never leaves a
+    /// gap) or at or below the last snapshot marker (raft never rewrites
+    /// committed entries): the caller is broken.
     pub fn append(&mut self, entries: &[Entry]) -> Result<()> {
         self.check_poisoned()?;
         for entry in entries {
             assert!(entry.index > 0, "log entries start at index 1");
+            // Entries at or below a snapshot are committed: raft never rewrites them.
+            let snap_index = self.snapshot.map_or(0, |m| m.index);
+            assert!(
+                entry.index > snap_index,
+                "entry index {} rewrites the log at or below snapshot index {snap_index}",
+                entry.index
+            );
             assert!(
                 entry.index <= self.last_index.saturating_add(1),
                 "entry index {} leaves a gap after last index {}",
