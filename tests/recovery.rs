@@ -7,9 +7,9 @@ use bytes::Bytes;
 use cairn::disk::MemDisk;
 use cairn::mvcc::Store;
 use cairn::proto::etcdserverpb::PutRequest;
-use cairn::snap::{Snapshot, SnapshotMeta};
+use cairn::snap::{SnapStore, Snapshot, SnapshotMeta};
 use cairn::storage::{recover, snapshot_data};
-use cairn::wal::{Entry, EntryKind, HardState, SnapshotMarker, WalOptions};
+use cairn::wal::{Entry, EntryKind, HardState, SnapshotMarker, Wal, WalOptions};
 use prost::Message;
 
 fn put(i: u64) -> PutRequest {
@@ -42,6 +42,27 @@ fn opts() -> WalOptions {
     WalOptions { segment_size: 4096 }
 }
 
+/// Saves a snapshot of `store` at `index`, marks it in the WAL and releases
+/// the segments below it, in the order a node must: snapshot file first.
+fn checkpoint(wal: &mut Wal<MemDisk>, snaps: &mut SnapStore<MemDisk>, store: &Store, index: u64) {
+    let meta = SnapshotMeta {
+        index,
+        term: 1,
+        voters: vec![1],
+        learners: vec![],
+    };
+    snaps
+        .save(&Snapshot {
+            meta,
+            data: Bytes::from(snapshot_data(store)),
+        })
+        .unwrap();
+    wal.mark_snapshot(SnapshotMarker { index, term: 1 })
+        .unwrap();
+    wal.sync().unwrap();
+    wal.release_to(index).unwrap();
+}
+
 #[test]
 fn snapshot_plus_wal_rebuilds_the_store_after_a_crash() {
     let (wal_disk, snap_disk) = (MemDisk::new(), MemDisk::new());
@@ -63,22 +84,7 @@ fn snapshot_plus_wal_rebuilds_the_store_after_a_crash() {
             synced_hash = store.hash_kv(0).unwrap().hash;
         }
         if index == 60 || index == 100 {
-            let meta = SnapshotMeta {
-                index,
-                term: 1,
-                voters: vec![1],
-                learners: vec![],
-            };
-            snaps
-                .save(&Snapshot {
-                    meta,
-                    data: Bytes::from(snapshot_data(&store)),
-                })
-                .unwrap();
-            wal.mark_snapshot(SnapshotMarker { index, term: 1 })
-                .unwrap();
-            wal.sync().unwrap();
-            wal.release_to(index).unwrap();
+            checkpoint(&mut wal, &mut snaps, &store, index);
         }
     }
     // Entries 117 and 118 were appended after the last sync: the crash loses them.
@@ -112,22 +118,7 @@ fn a_corrupt_snapshot_is_refused_and_the_gap_it_leaves_is_an_error() {
         store.put(&put(index)).unwrap();
         wal.sync().unwrap();
         if index % 50 == 0 {
-            let meta = SnapshotMeta {
-                index,
-                term: 1,
-                voters: vec![1],
-                learners: vec![],
-            };
-            snaps
-                .save(&Snapshot {
-                    meta,
-                    data: Bytes::from(snapshot_data(&store)),
-                })
-                .unwrap();
-            wal.mark_snapshot(SnapshotMarker { index, term: 1 })
-                .unwrap();
-            wal.sync().unwrap();
-            wal.release_to(index).unwrap();
+            checkpoint(&mut wal, &mut snaps, &store, index);
         }
     }
     drop((wal, snaps));
