@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a member (the default when no subcommand is given).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Recover a data directory as a starting member would, and report on it.
     ///
     /// Creates the directory if it does not exist. Like a starting member, it
