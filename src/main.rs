@@ -119,6 +119,7 @@ struct ServeArgs {
 }
 
 impl ServeArgs {
+    #[cfg_attr(madsim, allow(dead_code))]
     fn config(&self) -> Result<ServerConfig, ConfigError> {
         let urls = |v: &str| {
             split_list(v)

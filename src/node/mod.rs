@@ -112,6 +112,9 @@ pub enum NodeError {
     /// No leader is known, so the proposal could not be forwarded.
     #[error("etcdserver: no leader")]
     NoLeader,
+    /// The leader changed while a linearizable read waited for its read index.
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
 }
 
 /// A reply to the request the driver tagged with `id`.
@@ -151,6 +154,8 @@ pub struct NodeStatus {
     pub applied: u64,
     pub revision: i64,
     pub is_leader: bool,
+    /// Approximate bytes of the store.
+    pub db_size: u64,
 }
 
 /// What recovery hands a node: the state on disk.
@@ -196,6 +201,8 @@ pub struct Node {
     snapshot_to_save: Option<Snapshot>,
     /// The raft Ready handed out and not yet persisted.
     pending: Option<raft::Ready>,
+    /// The leader as of the last soft-state change (0: none known).
+    leader: u64,
 }
 
 impl std::fmt::Debug for Node {
@@ -253,6 +260,7 @@ impl Node {
             replies: Vec::new(),
             snapshot_to_save: None,
             pending: None,
+            leader: 0,
         })
     }
 
@@ -348,6 +356,21 @@ impl Node {
             return None;
         }
         let mut rd = self.raw.ready();
+        if let Some(ss) = rd.ss() {
+            if ss.leader_id != self.leader {
+                self.leader = ss.leader_id;
+                // A ReadIndex sent to the old leader will not be answered.
+                for (id, _) in std::mem::take(&mut self.reads_in_flight)
+                    .into_values()
+                    .flat_map(|(_, r)| r)
+                {
+                    self.replies.push(Reply {
+                        id,
+                        result: Err(NodeError::LeaderChanged),
+                    });
+                }
+            }
+        }
         for rs in rd.take_read_states() {
             let ctx = rs.request_ctx.as_slice().try_into().map(u64::from_le_bytes);
             if let Some((_, reads)) = ctx.ok().and_then(|c| self.reads_in_flight.remove(&c)) {
@@ -419,6 +442,7 @@ impl Node {
             applied: self.applied,
             revision: self.kv.current_revision(),
             is_leader: raft.state == StateRole::Leader,
+            db_size: self.kv.approx_bytes(),
         }
     }
 
