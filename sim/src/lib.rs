@@ -1,0 +1,10 @@
+//! cairn's deterministic simulator.
+//!
+//! - [`history`]: what a run records.
+//! - [`check`]: the checkers that judge a history (linearizability and more).
+//!
+//! The runner, which drives the real server under madsim, is built only with
+//! `--cfg madsim`.
+
+pub mod check;
+pub mod history;
