@@ -56,6 +56,8 @@ pub struct RaftLoop<D: Disk> {
     /// The next request ID. IDs start from the member ID and the wall clock
     /// (as etcd's do) so they never repeat across restarts.
     pub next_id: u64,
+    /// Wall time per tick.
+    pub tick_interval: Duration,
 }
 
 impl<D: Disk> RaftLoop<D> {
@@ -67,7 +69,7 @@ impl<D: Disk> RaftLoop<D> {
         mut peers: mpsc::Receiver<PeerEvent>,
         mut shutdown: watch::Receiver<bool>,
     ) -> crate::Result<()> {
-        let mut ticker = tokio::time::interval(TICK);
+        let mut ticker = tokio::time::interval(self.tick_interval);
         let mut ticks: u64 = 0;
         loop {
             tokio::select! {
