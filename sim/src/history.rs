@@ -37,7 +37,10 @@ impl Call {
     /// The one key the operation touches.
     pub fn key(&self) -> &str {
         match self {
-            Call::Put { key, .. } | Call::Get { key } | Call::Delete { key } | Call::Cas { key, .. } => key,
+            Call::Put { key, .. }
+            | Call::Get { key }
+            | Call::Delete { key }
+            | Call::Cas { key, .. } => key,
         }
     }
 

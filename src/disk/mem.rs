@@ -142,9 +142,13 @@ impl MemDisk {
         state.names = state.durable_names.clone();
         let names: Vec<(String, u64)> = state.names.iter().map(|(n, i)| (n.clone(), *i)).collect();
         for (name, ino) in names {
-            let inode = state.inodes.get_mut(&ino).expect("every name points at an inode");
+            let inode = state
+                .inodes
+                .get_mut(&ino)
+                .expect("every name points at an inode");
             let durable_len = inode.durable.len();
-            let after = if inode.data.len() > durable_len && inode.data.starts_with(&inode.durable) {
+            let after = if inode.data.len() > durable_len && inode.data.starts_with(&inode.durable)
+            {
                 tail(&name, durable_len, &inode.data[durable_len..])
             } else {
                 Vec::new()
