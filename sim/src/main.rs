@@ -33,6 +33,15 @@ struct Cli {
     /// Print the whole fault log of every seed, not just of failures.
     #[arg(long)]
     verbose: bool,
+    /// Switch on a planted bug (needs `--features planted`): ack-before-fsync,
+    /// reads-without-read-index, skip-hard-state-sync,
+    /// apply-twice-after-restart, compaction-drops-newest.
+    #[arg(long)]
+    plant: Option<String>,
+    /// Succeed only if some seed fails (proves a planted bug is caught), and
+    /// stop at the first failure.
+    #[arg(long)]
+    expect_failure: bool,
 }
 
 fn parse_range(s: &str) -> Result<std::ops::Range<u64>, String> {
@@ -67,6 +76,13 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Some(name) = &cli.plant {
+        let Some(bug) = cairn::planted::Bug::from_name(name) else {
+            eprintln!("cairn-sim: unknown planted bug {name:?}");
+            std::process::exit(2);
+        };
+        plant(bug);
+    }
     let seeds = match (cli.seed, cli.seeds.clone()) {
         (Some(s), _) => s..s + 1,
         (None, Some(r)) => r,
@@ -107,6 +123,10 @@ fn main() {
         }
         if !ok {
             failed.push(seed);
+            if cli.expect_failure {
+                println!("caught at seed {seed} after {} seeds", done + 1);
+                std::process::exit(0);
+            }
         }
         if total > 1 {
             let width = 30;
@@ -134,10 +154,25 @@ fn main() {
         secs,
         sim.as_secs_f64() / secs
     );
+    if cli.expect_failure {
+        println!("expected a failure, but every seed passed");
+        std::process::exit(1);
+    }
     if !failed.is_empty() {
         println!("failed seeds: {failed:?}");
         std::process::exit(1);
     }
+}
+
+#[cfg(all(madsim, feature = "planted"))]
+fn plant(bug: cairn::planted::Bug) {
+    cairn::planted::plant(bug);
+}
+
+#[cfg(all(madsim, not(feature = "planted")))]
+fn plant(_bug: cairn::planted::Bug) {
+    eprintln!("cairn-sim: --plant needs a build with `--features planted`");
+    std::process::exit(2);
 }
 
 #[cfg(madsim)]

@@ -370,6 +370,32 @@ async fn client_loop(id: u32, members: usize, shared: Arc<Shared>, start: Instan
     }
 }
 
+/// Compacts the history now and then, a little behind the head, so reads
+/// and compaction race as they do in a real cluster.
+async fn compactor_loop(members: usize, until: Instant) {
+    let mut rng = thread_rng();
+    while Instant::now() < until {
+        sleep(Duration::from_millis(rng.gen_range(1000..3000))).await;
+        let Some(ch) = connect(rng.gen_range(0..members)).await else {
+            continue;
+        };
+        let status = timeout(
+            Duration::from_secs(2),
+            MaintenanceClient::new(ch.clone()).status(StatusRequest {}),
+        )
+        .await;
+        let Ok(Ok(status)) = status else { continue };
+        let revision = status.into_inner().header.map_or(0, |h| h.revision) - 20;
+        if revision > 1 {
+            let req = cairn::proto::etcdserverpb::CompactionRequest {
+                revision,
+                physical: false,
+            };
+            let _ = timeout(Duration::from_secs(2), KvClient::new(ch).compact(req)).await;
+        }
+    }
+}
+
 /// The faults in force, so they can be healed.
 struct Nemesis {
     handle: Handle,
@@ -587,6 +613,8 @@ pub async fn scenario(opts: Options) -> Outcome {
 
     let until = start + opts.duration;
     let mut clients = Vec::new();
+    let compactor = handle.create_node().name("compactor").ip(ip(98)).build();
+    clients.push(compactor.spawn(compactor_loop(opts.members, until)));
     for c in 0..opts.clients {
         let node = handle
             .create_node()

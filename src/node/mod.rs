@@ -60,6 +60,7 @@ mod logger;
 pub use log_store::LogStore;
 
 use crate::mvcc::{self, Store};
+use crate::planted::{self, Bug};
 use crate::proto::cairnpb::{raft_request::Request, RaftRequest};
 use crate::proto::etcdserverpb::{
     CompactionResponse, DeleteRangeResponse, PutResponse, RangeRequest, RangeResponse,
@@ -219,6 +220,16 @@ impl Node {
     /// member). Fails if raft-rs rejects the configuration.
     pub fn new(cfg: NodeConfig, rec: Recovery) -> raft::Result<Self> {
         let snapshot_index = rec.snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
+        let replay_twice: Vec<Entry> = if planted::active(Bug::ApplyTwiceAfterRestart) {
+            let commit = rec.hard_state.commit;
+            rec.entries
+                .iter()
+                .filter(|e| e.index > snapshot_index && e.index <= commit)
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
         let store = LogStore::recovered(
             cfg.voters.clone(),
             rec.snapshot,
@@ -245,7 +256,7 @@ impl Node {
         if cfg.voters == [cfg.id] {
             raw.campaign()?;
         }
-        Ok(Self {
+        let mut node = Self {
             raw,
             kv: rec.store.with_max_txn_ops(cfg.max_txn_ops),
             cfg,
@@ -261,7 +272,14 @@ impl Node {
             snapshot_to_save: None,
             pending: None,
             leader: 0,
-        })
+        };
+        for entry in replay_twice {
+            // Planted bug: raft will deliver these entries again.
+            if let Ok(req) = RaftRequest::decode(entry.data.clone()) {
+                let _ = node.apply_request(req.request);
+            }
+        }
+        Ok(node)
     }
 
     /// Advances logical time by one tick.
@@ -312,7 +330,7 @@ impl Node {
     /// Reads a range: at once from local state if `serializable`, else after
     /// a ReadIndex confirms this member has every committed write.
     pub fn read(&mut self, id: u64, request: RangeRequest) {
-        if request.serializable {
+        if request.serializable || planted::active(Bug::ReadsWithoutReadIndex) {
             let result = self.range(&request);
             self.replies.push(Reply { id, result });
         } else {
