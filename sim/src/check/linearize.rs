@@ -25,16 +25,27 @@
 //! with the same known ops placed, because every write raises the store
 //! floor and every read is a known op). The set is a bitset over the key's ops.
 //!
-//! Two reductions deal with unknown outcomes, which otherwise stay candidates
-//! to the end and multiply the states:
+//! Four reductions keep the states few; each keeps every order that could
+//! succeed, or one equivalent to it:
 //!
+//! - **Ceilings.** The store floor only rises, so a step that lifts it above
+//!   the header revision of an unplaced known read (or to or above the
+//!   revision of an unplaced known write) strands that op for good. The
+//!   search keeps the least such ceiling and refuses those steps at once,
+//!   instead of finding out at the end of a long doomed path.
+//! - **Free reads.** A candidate read that leaves the state exactly as it is
+//!   (it binds nothing and its header revision is the floor) is placed
+//!   without trying alternatives: nothing unplaced must precede it, and no
+//!   later op can tell it moved. This collapses the orders of concurrent reads
+//!   at one revision, otherwise tried in every combination.
 //! - **Subsumption.** An unknown op can always be left out, so having it still
 //!   available is never worse than having used it. A state is skipped if the
 //!   same known ops and model state were reached before with a subset of its
-//!   unknown ops placed. This is what stops an unknown put from being tried
-//!   before every later delete (which erases the trace of it) separately.
-//! - **Symmetry.** Unknown ops with identical steps (all unknown deletes, say)
-//!   are interchangeable once both are invoked, so of those only the earliest
+//!   unknown ops placed. This stops an unknown put from being tried before
+//!   every later delete (which erases the trace of it) separately.
+//! - **Symmetry.** Unknown ops with identical steps (all unknown deletes, and
+//!   all unknown puts whose value no response shows, which get one shared
+//!   value) are interchangeable once invoked, so of those only the earliest
 //!   invoked not yet placed is a candidate.
 //!
 //! The search stops with

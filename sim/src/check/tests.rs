@@ -192,6 +192,23 @@ fn concurrent_reads_order_by_header_revision() {
 }
 
 #[test]
+fn header_revision_places_a_read_among_concurrent_writes() {
+    // All concurrent. The absent read at header 6 comes after the delete.
+    let history = vec![
+        put(0, (0, 100), "k", "a", 2),
+        get(1, (0, 100), "k", 5, kv("a", 2, 2, 1)),
+        delete(2, (0, 100), "k", 6, 1),
+        get(3, (0, 100), "k", 6, None),
+    ];
+    assert_eq!(verdict(&history), None);
+    // At header 4 it is before the delete (6), so after the put (2): it
+    // cannot see the key absent. Only the header revision says so.
+    let mut early = history.clone();
+    early[3] = get(3, (0, 100), "k", 4, None);
+    assert_eq!(verdict(&early), Some(Check::Linearizability));
+}
+
+#[test]
 fn stale_read_is_a_violation() {
     let history = vec![
         put(0, (0, 1), "k", "old", 2),
