@@ -14,14 +14,14 @@
 //!    time unless its outcome is unknown. A malformed history is the
 //!    runner's bug, reported rather than judged.
 //! 2. **Kv metadata** ([`Check::KvMetadata`]): each returned kv by itself
-//!    (see [`revisions`]).
+//!    (see `check/revisions.rs`).
 //! 3. **Revisions across keys** ([`Check::DuplicateRevision`],
 //!    [`Check::WriteOrder`], [`Check::ReadOrder`]): the store revision never
 //!    goes back in real time, and each write takes its own (see
-//!    [`revisions`]).
+//!    `check/revisions.rs`).
 //! 4. **Per-key linearizability** ([`Check::Linearizability`]): for each key,
 //!    in key order, a search for an order of its ops that respects real time
-//!    and explains every response (see [`linearize`] and [`model`]).
+//!    and explains every response (see `check/linearize.rs` and `check/model.rs`).
 //!
 //! # Why per key is enough, and what it misses
 //!
@@ -44,9 +44,12 @@
 //! # Cost
 //!
 //! The search expands each (set of placed ops, model state) pair at most
-//! once. For a key with `n` ops it is linear in `n` times the concurrency
-//! when every outcome is known (revisions pin the order); unknown outcomes
-//! and true violations make it explore more. [`Config::max_states_per_key`]
+//! once, and the reductions in `check/linearize.rs` keep a valid key's search close
+//! to one state per op: 5,000 generated ops over 8 keys with 10 clients and 3%
+//! unknown outcomes take about 10,000 states and well under a second. Unknown
+//! outcomes and true violations make it explore more; the most seen for one
+//! key in the stress sweep (`tests::stress_generated_histories`: up to 1,550
+//! ops, 16 clients, 30% unknown) was about 12,000. [`Config::max_states_per_key`]
 //! bounds it.
 
 mod linearize;

@@ -25,16 +25,27 @@
 //! with the same known ops placed, because every write raises the store
 //! floor and every read is a known op). The set is a bitset over the key's ops.
 //!
-//! Two reductions deal with unknown outcomes, which otherwise stay candidates
-//! to the end and multiply the states:
+//! Four reductions keep the states few; each keeps every order that could
+//! succeed, or one equivalent to it:
 //!
+//! - **Ceilings.** The store floor only rises, so a step that lifts it above
+//!   the header revision of an unplaced known read (or to or above the
+//!   revision of an unplaced known write) strands that op for good. The
+//!   search keeps the least such ceiling and refuses those steps at once,
+//!   instead of finding out at the end of a long doomed path.
+//! - **Free reads.** A candidate read that leaves the state exactly as it is
+//!   (it binds nothing and its header revision is the floor) is placed
+//!   without trying alternatives: nothing unplaced must precede it, and no
+//!   later op can tell it moved. This collapses the orders of concurrent reads
+//!   at one revision, otherwise tried in every combination.
 //! - **Subsumption.** An unknown op can always be left out, so having it still
 //!   available is never worse than having used it. A state is skipped if the
 //!   same known ops and model state were reached before with a subset of its
-//!   unknown ops placed. This is what stops an unknown put from being tried
-//!   before every later delete (which erases the trace of it) separately.
-//! - **Symmetry.** Unknown ops with identical steps (all unknown deletes, say)
-//!   are interchangeable once both are invoked, so of those only the earliest
+//!   unknown ops placed. This stops an unknown put from being tried before
+//!   every later delete (which erases the trace of it) separately.
+//! - **Symmetry.** Unknown ops with identical steps (all unknown deletes, and
+//!   all unknown puts whose value no response shows, which get one shared
+//!   value) are interchangeable once invoked, so of those only the earliest
 //!   invoked not yet placed is a candidate.
 //!
 //! The search stops with
@@ -276,88 +287,200 @@ struct Frame {
 /// Searches `ops` for a linearization, expanding at most `budget` states.
 /// Returns the outcome and the number of states expanded.
 pub(super) fn search(ops: &[KeyOp], budget: u64) -> (Outcome, u64) {
-    let known_total = ops.iter().filter(|op| op.known).count();
-    let mut placed = Bitset::new(ops.len());
-    let mut known_placed = 0;
-    let unknown_mask = Bitset::from_fn(ops.len(), |i| !ops[i].known);
-    let mut seen: HashMap<(Bitset, State), Vec<Bitset>> = HashMap::new();
-    let root = Frame {
-        state: State::initial(),
-        placed: None,
-        candidates: candidates(ops, &placed),
-        tried: 0,
-    };
-    let mut deepest = (
-        0,
-        Deepest {
-            placed: Vec::new(),
-            state: root.state.clone(),
-            candidates: root.candidates.clone(),
-        },
-    );
-    let mut stack = vec![root];
-    let mut states = 1u64;
-    while known_placed < known_total {
-        let Some(top) = stack.last_mut() else {
-            return (Outcome::Violation(deepest.1), states);
-        };
-        let Some(&next) = top.candidates.get(top.tried) else {
-            let frame = stack.pop().expect("the stack is not empty");
-            if let Some(op) = frame.placed {
-                placed.clear(op);
-                known_placed -= usize::from(ops[op].known);
-            }
-            continue;
-        };
-        top.tried += 1;
-        let Some(state) = model::step(&top.state, &ops[next].step) else {
-            continue;
-        };
-        placed.set(next);
-        let (known, unknown) = placed.split(&unknown_mask);
-        let met = seen.entry((known, state.clone())).or_default();
-        if met.iter().any(|earlier| earlier.is_subset(&unknown)) {
-            placed.clear(next);
-            continue;
+    let mut search = Search::new(ops);
+    let outcome = search.run(budget);
+    (outcome, search.states)
+}
+
+/// The search's working state.
+struct Search<'a> {
+    ops: &'a [KeyOp],
+    /// Ops placed on the current path.
+    placed: Bitset,
+    /// Which ops have an unknown outcome.
+    unknown_mask: Bitset,
+    known_total: usize,
+    known_placed: usize,
+    /// For each unplaced known op, the most the store floor may be for it to
+    /// still fit (its header revision, or its write revision minus one), as
+    /// a multiset: a step that lifts the floor past the least of them strands
+    /// that op, so the search backs out at once.
+    ceilings: BTreeMap<i64, u32>,
+    /// States met, keyed by the known ops placed and the model state, with
+    /// the sets of unknown ops placed each time.
+    seen: HashMap<(Bitset, State), Vec<Bitset>>,
+    stack: Vec<Frame>,
+    /// States expanded.
+    states: u64,
+    /// The deepest point, by known ops placed.
+    deepest: (usize, Deepest),
+}
+
+impl<'a> Search<'a> {
+    fn new(ops: &'a [KeyOp]) -> Search<'a> {
+        let placed = Bitset::new(ops.len());
+        let mut ceilings = BTreeMap::new();
+        for ceiling in ops.iter().filter_map(ceiling) {
+            *ceilings.entry(ceiling).or_insert(0) += 1;
         }
-        met.push(unknown);
-        known_placed += usize::from(ops[next].known);
-        states += 1;
+        let state = State::initial();
+        let candidates = candidates(ops, &placed, &state);
+        let deepest = Deepest {
+            placed: Vec::new(),
+            state: state.clone(),
+            candidates: candidates.clone(),
+        };
+        Search {
+            ops,
+            unknown_mask: Bitset::from_fn(ops.len(), |i| !ops[i].known),
+            known_total: ops.iter().filter(|op| op.known).count(),
+            known_placed: 0,
+            placed,
+            ceilings,
+            seen: HashMap::new(),
+            stack: vec![Frame {
+                state,
+                placed: None,
+                candidates,
+                tried: 0,
+            }],
+            states: 1,
+            deepest: (0, deepest),
+        }
+    }
+
+    fn run(&mut self, budget: u64) -> Outcome {
+        while self.known_placed < self.known_total {
+            let Some(top) = self.stack.last_mut() else {
+                return Outcome::Violation(self.deepest.1.clone());
+            };
+            let Some(&next) = top.candidates.get(top.tried) else {
+                self.pop();
+                continue;
+            };
+            top.tried += 1;
+            let Some(state) = model::step(&top.state, &self.ops[next].step) else {
+                continue;
+            };
+            self.push(next, state);
+            if self.states >= budget && self.known_placed < self.known_total {
+                return Outcome::Exhausted(self.deepest.1.clone());
+            }
+        }
+        Outcome::Linearizable
+    }
+
+    /// Places op `next`, reaching `state`, unless that strands a known op or
+    /// was met before.
+    fn push(&mut self, next: usize, state: State) {
+        let ceiling = ceiling(&self.ops[next]);
+        if let Some(c) = ceiling {
+            remove_one(&mut self.ceilings, c);
+        }
+        let stranded = self
+            .ceilings
+            .first_key_value()
+            .is_some_and(|(&least, _)| state.store_floor > least);
+        self.placed.set(next);
+        if stranded || !self.first_meeting(&state) {
+            self.placed.clear(next);
+            if let Some(c) = ceiling {
+                *self.ceilings.entry(c).or_insert(0) += 1;
+            }
+            return;
+        }
+        self.known_placed += usize::from(self.ops[next].known);
+        self.states += 1;
+        let candidates = candidates(self.ops, &self.placed, &state);
         let frame = Frame {
             state,
             placed: Some(next),
-            candidates: candidates(ops, &placed),
+            candidates,
             tried: 0,
         };
-        if known_placed > deepest.0 {
-            deepest = (known_placed, Deepest::at(&stack, &frame));
+        if self.known_placed > self.deepest.0 {
+            let placed = self
+                .stack
+                .iter()
+                .chain(std::iter::once(&frame))
+                .filter_map(|f| f.placed)
+                .collect();
+            let deepest = Deepest {
+                placed,
+                state: frame.state.clone(),
+                candidates: frame.candidates.clone(),
+            };
+            self.deepest = (self.known_placed, deepest);
         }
-        stack.push(frame);
-        if states >= budget && known_placed < known_total {
-            return (Outcome::Exhausted(deepest.1), states);
+        self.stack.push(frame);
+    }
+
+    /// Whether no state met before subsumes the current one (see the module
+    /// docs); records it if so.
+    fn first_meeting(&mut self, state: &State) -> bool {
+        let (known, unknown) = self.placed.split(&self.unknown_mask);
+        let met = self.seen.entry((known, state.clone())).or_default();
+        if met.iter().any(|earlier| earlier.is_subset(&unknown)) {
+            return false;
+        }
+        met.push(unknown);
+        true
+    }
+
+    /// Backs out of the top frame.
+    fn pop(&mut self) {
+        let frame = self.stack.pop().expect("the stack is not empty");
+        if let Some(op) = frame.placed {
+            self.placed.clear(op);
+            self.known_placed -= usize::from(self.ops[op].known);
+            if let Some(c) = ceiling(&self.ops[op]) {
+                *self.ceilings.entry(c).or_insert(0) += 1;
+            }
         }
     }
-    (Outcome::Linearizable, states)
 }
 
-impl Deepest {
-    fn at(stack: &[Frame], top: &Frame) -> Deepest {
-        let placed = stack
-            .iter()
-            .chain(std::iter::once(top))
-            .filter_map(|f| f.placed)
-            .collect();
-        Deepest {
-            placed,
-            state: top.state.clone(),
-            candidates: top.candidates.clone(),
+/// The most the store floor may be before a known op for it to fit.
+fn ceiling(op: &KeyOp) -> Option<i64> {
+    if !op.known {
+        return None;
+    }
+    match op.step {
+        Step::Read { revision, .. } | Step::CasMiss { revision, .. } => Some(revision),
+        Step::Put {
+            revision: Some(r), ..
+        }
+        | Step::CasHit {
+            revision: Some(r), ..
+        }
+        | Step::Delete { revision: Some(r) } => Some(r - 1),
+        Step::Put { revision: None, .. }
+        | Step::CasHit { revision: None, .. }
+        | Step::Delete { revision: None } => {
+            unreachable!("known writes have revisions")
         }
     }
 }
 
-/// The ops that may come next after `placed`: known ones first, each group
-/// in invocation order.
-fn candidates(ops: &[KeyOp], placed: &Bitset) -> Vec<usize> {
+fn remove_one(set: &mut BTreeMap<i64, u32>, value: i64) {
+    let count = set
+        .get_mut(&value)
+        .expect("the ceiling of an unplaced op is in the set");
+    *count -= 1;
+    if *count == 0 {
+        set.remove(&value);
+    }
+}
+
+/// The ops that may come next after `placed`, reaching `state`: known ones
+/// first, each group in invocation order.
+///
+/// A read that leaves the state as it is (it binds nothing and its header is
+/// the floor) is the only candidate when there is one: placing it first is
+/// never worse, since nothing unplaced must precede it and nothing after it
+/// can tell it moved. This collapses the orders of concurrent reads of one
+/// revision, which would otherwise be tried in every combination.
+fn candidates(ops: &[KeyOp], placed: &Bitset, state: &State) -> Vec<usize> {
     let mut known = Vec::new();
     let mut unknown = Vec::new();
     let mut earliest_complete = u64::MAX;
@@ -374,6 +497,13 @@ fn candidates(ops: &[KeyOp], placed: &Bitset) -> Vec<usize> {
         } else if unknown.iter().all(|&u: &usize| ops[u].step != op.step) {
             unknown.push(i);
         }
+    }
+    let free = known.iter().copied().find(|&i| {
+        matches!(ops[i].step, Step::Read { .. } | Step::CasMiss { .. })
+            && model::step(state, &ops[i].step).as_ref() == Some(state)
+    });
+    if let Some(read) = free {
+        return vec![read];
     }
     known.extend(unknown);
     known
