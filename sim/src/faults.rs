@@ -40,6 +40,8 @@ pub struct Swarm {
     pub latency: bool,
     /// Crash a member (kill) and restart it after a while.
     pub crashes: bool,
+    /// Crash every member at once (a power cut), restart them all.
+    pub power_loss: bool,
     /// On a crash, unsynced writes may be kept or torn, not just lost.
     pub torn_writes: bool,
     /// Pause a member (a stalled process) and resume it.
@@ -61,6 +63,7 @@ impl Swarm {
             partitions: on(),
             latency: on(),
             crashes: on(),
+            power_loss: on(),
             torn_writes: on(),
             pauses: on(),
             disk_errors: on(),
@@ -75,6 +78,7 @@ impl Swarm {
             (self.partitions, "partitions"),
             (self.latency, "latency"),
             (self.crashes, "crashes"),
+            (self.power_loss, "power-loss"),
             (self.torn_writes, "torn-writes"),
             (self.pauses, "pauses"),
             (self.disk_errors, "disk-errors"),

@@ -96,7 +96,16 @@ fn main() {
             ..Options::default()
         };
         let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-        rt.block_on(scenario(opts))
+        // A panic anywhere (an invariant assert in raft-rs or cairn) fails the seed, not the sweep.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(scenario(opts))))
+            .unwrap_or_else(|p| {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "non-string panic".into());
+                Outcome::panicked(seed, msg)
+            })
     };
     let total = seeds.end - seeds.start;
     let wall = std::time::Instant::now();

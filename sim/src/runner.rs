@@ -65,6 +65,9 @@ pub enum Failure {
     Liveness(String),
     /// Members applied different states.
     Divergence(String),
+    /// Something panicked: a broken invariant inside the server (raft-rs's
+    /// or cairn's own asserts) or in the runner.
+    Panic(String),
 }
 
 impl fmt::Display for Failure {
@@ -73,6 +76,7 @@ impl fmt::Display for Failure {
             Failure::History(v) => write!(f, "history check failed: {v}"),
             Failure::Liveness(s) => write!(f, "liveness: {s}"),
             Failure::Divergence(s) => write!(f, "replica agreement: {s}"),
+            Failure::Panic(s) => write!(f, "panic: {s}"),
         }
     }
 }
@@ -92,6 +96,23 @@ pub struct Outcome {
     pub detected_corruption: Vec<String>,
     pub sim_elapsed: Duration,
     pub result: Result<Stats, Failure>,
+}
+
+impl Outcome {
+    /// The outcome of a run that panicked before it could report.
+    pub fn panicked(seed: u64, message: String) -> Self {
+        Self {
+            seed,
+            swarm: Swarm::draw(seed),
+            trace_hash: fnv(&message),
+            ops: 0,
+            unknown: 0,
+            faults: Vec::new(),
+            detected_corruption: Vec::new(),
+            sim_elapsed: Duration::ZERO,
+            result: Err(Failure::Panic(message)),
+        }
+    }
 }
 
 fn ip(i: usize) -> IpAddr {
@@ -425,7 +446,7 @@ impl Nemesis {
     async fn strike(&mut self, rng: &mut impl Rng) {
         let n = self.members.len();
         let m = rng.gen_range(0..n);
-        match rng.gen_range(0..6) {
+        match rng.gen_range(0..7) {
             0 if self.swarm.partitions => {
                 let net = NetSim::current();
                 match rng.gen_range(0..3) {
@@ -508,6 +529,26 @@ impl Nemesis {
                     self.flipped = Some(m);
                     self.note(format!("bit flip on n{m}: {what}"));
                 }
+            }
+            6 if self.swarm.power_loss && self.down.is_empty() => {
+                let torn = self.swarm.torn_writes;
+                for i in 0..n {
+                    self.handle.kill(self.members[i].id());
+                }
+                for i in 0..n {
+                    let mut r = SeedRng::new(rng.gen());
+                    for disk in [&self.disks[i].wal, &self.disks[i].snap] {
+                        disk.crash_with(|_, durable_len, tail| {
+                            crash_tail(&mut r, torn, durable_len, tail)
+                        });
+                    }
+                }
+                self.note("power loss: every member crashed".into());
+                sleep(Duration::from_millis(rng.gen_range(200..2000))).await;
+                for i in 0..n {
+                    self.handle.restart(self.members[i].id());
+                }
+                self.note("power back: every member restarted".into());
             }
             _ => {}
         }
