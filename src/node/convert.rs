@@ -93,5 +93,10 @@ pub fn recovery(rec: storage::Recovered) -> Recovery {
             ..Default::default()
         },
         entries: rec.wal.entries.into_iter().map(entry_from_wal).collect(),
+        members: rec
+            .snapshot
+            .as_ref()
+            .map(|(_, s)| super::members_from_data(&s.data))
+            .unwrap_or_default(),
     }
 }

@@ -61,11 +61,14 @@ pub use log_store::LogStore;
 
 use crate::mvcc::{self, Store};
 use crate::planted::{self, Bug};
-use crate::proto::cairnpb::{raft_request::Request, RaftRequest};
+use crate::proto::cairnpb::{
+    raft_request::Request, MemberAttributes, MemberAttributesList, RaftRequest,
+};
 use crate::proto::etcdserverpb::{
     CompactionResponse, DeleteRangeResponse, PutResponse, RangeRequest, RangeResponse,
     ResponseHeader, TxnResponse,
 };
+use crate::snap::{decode_sections, encode_sections, SectionKind};
 use prost::Message as _;
 use raft::eraftpb::{Entry, EntryType, HardState, Message, Snapshot};
 use raft::{RawNode, SnapshotStatus, StateRole};
@@ -102,6 +105,8 @@ pub enum Response {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compaction(CompactionResponse),
+    /// A member's attributes were recorded.
+    Published,
 }
 
 /// Why a request failed.
@@ -170,6 +175,8 @@ pub struct Recovery {
     pub hard_state: HardState,
     /// WAL entries after the snapshot.
     pub entries: Vec<Entry>,
+    /// Members' published attributes as of the snapshot.
+    pub members: Vec<MemberAttributes>,
 }
 
 /// Linearizable reads waiting on one ReadIndex round.
@@ -204,6 +211,8 @@ pub struct Node {
     pending: Option<raft::Ready>,
     /// The leader as of the last soft-state change (0: none known).
     leader: u64,
+    /// Members' published attributes, by member ID (replicated state).
+    members: BTreeMap<u64, MemberAttributes>,
 }
 
 impl std::fmt::Debug for Node {
@@ -256,7 +265,9 @@ impl Node {
         if cfg.voters == [cfg.id] {
             raw.campaign()?;
         }
+        let members = rec.members.into_iter().map(|m| (m.member_id, m)).collect();
         let mut node = Self {
+            members,
             raw,
             kv: rec.store.with_max_txn_ops(cfg.max_txn_ops),
             cfg,
@@ -469,6 +480,11 @@ impl Node {
         self.cfg.id
     }
 
+    /// Members' published attributes, by member ID.
+    pub fn members(&self) -> Vec<MemberAttributes> {
+        self.members.values().cloned().collect()
+    }
+
     /// The MVCC store, for reads the driver serves itself (HashKV).
     pub fn store(&self) -> &Store {
         &self.kv
@@ -496,6 +512,10 @@ impl Node {
                 panic!("snapshot at index {index} from the leader does not decode: {e}")
             });
         self.kv = store.with_max_txn_ops(self.cfg.max_txn_ops);
+        self.members = members_from_data(&snap.data)
+            .into_iter()
+            .map(|m| (m.member_id, m))
+            .collect();
         self.raw.mut_store().apply_snapshot(snap.clone());
         self.applied = index;
         self.snapshot_index = index;
@@ -533,6 +553,10 @@ impl Node {
 
     fn apply_request(&mut self, request: Option<Request>) -> Result<Response, NodeError> {
         let mut response = match request {
+            Some(Request::Attributes(a)) => {
+                self.members.insert(a.member_id, a);
+                return Ok(Response::Published);
+            }
             Some(Request::Put(r)) => Response::Put(self.kv.put(&r)?.0),
             Some(Request::DeleteRange(r)) => Response::DeleteRange(self.kv.delete_range(&r)?.0),
             Some(Request::Txn(r)) => Response::Txn(self.kv.txn(&r)?.0),
@@ -545,6 +569,7 @@ impl Node {
             Response::DeleteRange(r) => &mut r.header,
             Response::Txn(r) => &mut r.header,
             Response::Compaction(r) => &mut r.header,
+            Response::Published => return Ok(response),
         };
         self.header(header);
         Ok(response)
@@ -566,8 +591,16 @@ impl Node {
         if self.applied - self.snapshot_index < self.cfg.snapshot_count {
             return;
         }
+        let members = MemberAttributesList {
+            members: self.members(),
+        }
+        .encode_to_vec();
+        let data = encode_sections(&[
+            (SectionKind::Mvcc, &self.kv.encode()),
+            (SectionKind::Members, &members),
+        ]);
         let mut snap = Snapshot {
-            data: crate::storage::snapshot_data(&self.kv).into(),
+            data: data.into(),
             ..Default::default()
         };
         let meta = snap.mut_metadata();
@@ -587,3 +620,18 @@ impl Node {
 
 #[cfg(test)]
 mod tests;
+
+/// Members' attributes out of snapshot data; none if the section is absent
+/// (a snapshot from before members published) or does not decode.
+pub fn members_from_data(data: &bytes::Bytes) -> Vec<MemberAttributes> {
+    decode_sections(data.clone())
+        .ok()
+        .and_then(|sections| {
+            sections
+                .into_iter()
+                .find(|(k, _)| *k == SectionKind::Members)
+        })
+        .and_then(|(_, bytes)| MemberAttributesList::decode(bytes).ok())
+        .map(|l| l.members)
+        .unwrap_or_default()
+}

@@ -19,7 +19,7 @@ pub mod services;
 
 use crate::disk::{Disk, FsDisk};
 use crate::node::{convert, Node, NodeConfig};
-use crate::proto::cairnpb::peer_server::PeerServer;
+use crate::proto::cairnpb::{peer_server::PeerServer, MemberAttributes};
 use crate::proto::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
 };
@@ -130,6 +130,13 @@ pub async fn serve_on<D: Disk + 'static>(
         waiting: BTreeMap::new(),
         next_id: ((me.id & 0xffff) << 48) | ((seed >> 20) & 0xff_ffff_ffff) << 8,
         tick_interval: cfg.tick_interval,
+        attributes: MemberAttributes {
+            member_id: me.id,
+            name: cfg.name.clone(),
+            client_urls: cfg.advertise_client_urls.clone(),
+        },
+        published: false,
+        publish_id: None,
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -140,7 +147,6 @@ pub async fn serve_on<D: Disk + 'static>(
         cluster_id: node_cfg.cluster_id,
         member_id: me.id,
         members: Arc::new(members),
-        client_urls: Arc::new(cfg.advertise_client_urls.clone()),
     };
     let mut servers = Vec::new();
     // A server that stops before shutdown (it could not bind) stops the member.
@@ -170,7 +176,7 @@ pub async fn serve_on<D: Disk + 'static>(
         let mut stop = stop_rx.clone();
         let failed = failed_tx.clone();
         servers.push(tokio::spawn(async move {
-            let served = tonic::transport::Server::builder()
+            let served = client_server_builder()
                 .add_service(KvServer::new(KvService(h.clone())).max_decoding_message_size(max_msg))
                 .add_service(MaintenanceServer::new(MaintenanceService(h.clone())))
                 .add_service(ClusterServer::new(ClusterService(h.clone())))
@@ -214,4 +220,55 @@ pub async fn serve_on<D: Disk + 'static>(
         s.abort();
     }
     result
+}
+
+/// The client gRPC server builder. On the real runtime it rewrites tonic's
+/// answer to an oversized message into etcd's (see [`etcd_size_error`]);
+/// madsim's simulated server takes no layers.
+#[cfg(not(madsim))]
+fn client_server_builder() -> tonic::transport::Server<
+    tower::layer::util::Stack<
+        tower::util::MapResponseLayer<fn(HttpResponse) -> HttpResponse>,
+        tower::layer::util::Identity,
+    >,
+> {
+    tonic::transport::Server::builder().layer(tower::util::MapResponseLayer::new(
+        etcd_size_error as fn(HttpResponse) -> HttpResponse,
+    ))
+}
+
+#[cfg(madsim)]
+fn client_server_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+}
+
+#[cfg(not(madsim))]
+type HttpResponse = http::Response<tonic::body::Body>;
+
+/// tonic answers a request over `max_decoding_message_size` with OutOfRange
+/// and its own text; etcd (grpc-go) answers ResourceExhausted "grpc: received
+/// message larger than max (N vs. M)". etcd's clients read OutOfRange as a
+/// compacted or future revision, so the code matters: rewrite it.
+#[cfg(not(madsim))]
+fn etcd_size_error(mut resp: HttpResponse) -> HttpResponse {
+    let Some(status) = tonic::Status::from_header_map(resp.headers()) else {
+        return resp;
+    };
+    let text = status.message();
+    if status.code() != tonic::Code::OutOfRange
+        || !text.starts_with("Error, decoded message length too large")
+    {
+        return resp;
+    }
+    let numbers: Vec<&str> = text
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if let [found, limit] = numbers[..] {
+        let etcd = tonic::Status::resource_exhausted(format!(
+            "grpc: received message larger than max ({found} vs. {limit})"
+        ));
+        let _ = etcd.add_header(resp.headers_mut());
+    }
+    resp
 }

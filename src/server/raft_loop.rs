@@ -15,7 +15,7 @@ use crate::mvcc::{self, HashKv};
 use crate::node::convert::{entry_to_wal, hard_state_to_wal, snapshot_to_file};
 use crate::node::{Node, NodeError, NodeStatus, Response};
 use crate::planted::{self, Bug};
-use crate::proto::cairnpb::raft_request::Request;
+use crate::proto::cairnpb::{raft_request::Request, MemberAttributes};
 use crate::proto::etcdserverpb::RangeRequest;
 use crate::snap::SnapStore;
 use crate::wal::{SnapshotMarker, Wal};
@@ -44,6 +44,8 @@ pub enum Command {
     Status(oneshot::Sender<NodeStatus>),
     /// The store's hash at a revision.
     HashKv(i64, oneshot::Sender<Result<HashKv, mvcc::Error>>),
+    /// Members' published attributes, with this member's status.
+    Members(oneshot::Sender<(Vec<MemberAttributes>, NodeStatus)>),
 }
 
 /// The loop's state. See the module docs.
@@ -59,6 +61,12 @@ pub struct RaftLoop<D: Disk> {
     pub next_id: u64,
     /// Wall time per tick.
     pub tick_interval: Duration,
+    /// What this member publishes about itself once a leader is known.
+    pub attributes: MemberAttributes,
+    /// Whether the cluster has applied `attributes` since this start.
+    pub published: bool,
+    /// The ID of the publish proposal in flight.
+    pub publish_id: Option<u64>,
 }
 
 impl<D: Disk> RaftLoop<D> {
@@ -84,6 +92,7 @@ impl<D: Disk> RaftLoop<D> {
                     if ticks.is_multiple_of(10) {
                         // Drop the senders of clients that gave up (timed out).
                         self.waiting.retain(|_, tx| !tx.is_closed());
+                        self.publish();
                     }
                 }
                 cmd = commands.recv() => {
@@ -132,7 +141,23 @@ impl<D: Disk> RaftLoop<D> {
             Command::HashKv(rev, tx) => {
                 let _ = tx.send(self.node.store().hash_kv(rev));
             }
+            Command::Members(tx) => {
+                let _ = tx.send((self.node.members(), self.node.status()));
+            }
         }
+    }
+
+    /// Proposes this member's attributes (name, client URLs) until the
+    /// cluster has applied them once, as etcd's publish does, so MemberList
+    /// on any member can show them. Retried every 10 ticks while it fails.
+    fn publish(&mut self) {
+        if self.published || self.publish_id.is_some() || self.node.status().leader == 0 {
+            return;
+        }
+        let id = self.next_id();
+        self.publish_id = Some(id);
+        self.node
+            .propose(id, Request::Attributes(self.attributes.clone()));
     }
 
     fn next_id(&mut self) -> u64 {
@@ -179,6 +204,14 @@ impl<D: Disk> RaftLoop<D> {
             self.save_snapshot(&snap)?;
         }
         for reply in self.node.take_replies() {
+            if Some(reply.id) == self.publish_id {
+                self.publish_id = None;
+                self.published = reply.result.is_ok();
+                if self.published {
+                    tracing::info!("published member attributes");
+                }
+                continue;
+            }
             if let Some(tx) = self.waiting.remove(&reply.id) {
                 let _ = tx.send(reply.result);
             }

@@ -47,8 +47,6 @@ pub struct Handle {
     pub member_id: u64,
     /// Every member, for MemberList.
     pub members: Arc<Vec<MemberInfo>>,
-    /// Client URLs of this member.
-    pub client_urls: Arc<Vec<String>>,
 }
 
 fn mvcc_status(e: mvcc::Error) -> Status {
@@ -235,24 +233,31 @@ impl Cluster for ClusterService {
         &self,
         _req: tonic::Request<MemberListRequest>,
     ) -> Result<tonic::Response<MemberListResponse>, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.0
+            .commands
+            .send(Command::Members(tx))
+            .await
+            .map_err(|_| stopping())?;
+        let (published, status) = rx.await.map_err(|_| stopping())?;
         let members = self
             .0
             .members
             .iter()
-            .map(|m| Member {
-                id: m.id,
-                name: m.name.clone(),
-                peer_ur_ls: m.peer_urls.clone(),
-                client_ur_ls: if m.id == self.0.member_id {
-                    self.0.client_urls.to_vec()
-                } else {
-                    Vec::new()
-                },
-                is_learner: false,
+            .map(|m| {
+                // A member that has not published yet shows no client URLs, as in etcd.
+                let attrs = published.iter().find(|a| a.member_id == m.id);
+                Member {
+                    id: m.id,
+                    name: attrs.map_or_else(|| m.name.clone(), |a| a.name.clone()),
+                    peer_ur_ls: m.peer_urls.clone(),
+                    client_ur_ls: attrs.map(|a| a.client_urls.clone()).unwrap_or_default(),
+                    is_learner: false,
+                }
             })
             .collect();
         Ok(tonic::Response::new(MemberListResponse {
-            header: self.0.header(0, 0),
+            header: self.0.header(status.revision, status.term),
             members,
         }))
     }

@@ -12,7 +12,7 @@
 //! ```text
 //! u32 section count
 //! repeated count times:
-//!     u16 kind        (SectionKind: 1 = Mvcc, 2 = Lease)
+//!     u16 kind        (SectionKind: 1 = Mvcc, 2 = Lease, 3 = Members)
 //!     u64 length      (bytes that follow)
 //!     length bytes    (the section's own encoding)
 //! ```
@@ -42,6 +42,8 @@ pub enum SectionKind {
     /// The lessor's leases. Reserved: nothing writes it yet, but a reader
     /// accepts it so that adding leases is not a format break.
     Lease = 2,
+    /// Members' published attributes (names, client URLs).
+    Members = 3,
 }
 
 impl SectionKind {
@@ -50,6 +52,7 @@ impl SectionKind {
         match tag {
             1 => Some(SectionKind::Mvcc),
             2 => Some(SectionKind::Lease),
+            3 => Some(SectionKind::Members),
             _ => None,
         }
     }
