@@ -225,16 +225,17 @@ pub async fn serve_on<D: Disk + 'static>(
 /// The client gRPC server builder. On the real runtime it rewrites tonic's
 /// answer to an oversized message into etcd's (see [`etcd_size_error`]);
 /// madsim's simulated server takes no layers.
+/// The layer stack of the client server on the real runtime.
 #[cfg(not(madsim))]
-fn client_server_builder() -> tonic::transport::Server<
-    tower::layer::util::Stack<
-        tower::util::MapResponseLayer<fn(HttpResponse) -> HttpResponse>,
-        tower::layer::util::Identity,
-    >,
-> {
-    tonic::transport::Server::builder().layer(tower::util::MapResponseLayer::new(
-        etcd_size_error as fn(HttpResponse) -> HttpResponse,
-    ))
+type ClientLayers = tower::layer::util::Stack<
+    tower::util::MapResponseLayer<fn(HttpResponse) -> HttpResponse>,
+    tower::layer::util::Identity,
+>;
+
+#[cfg(not(madsim))]
+fn client_server_builder() -> tonic::transport::Server<ClientLayers> {
+    let rewrite: fn(HttpResponse) -> HttpResponse = etcd_size_error;
+    tonic::transport::Server::builder().layer(tower::util::MapResponseLayer::new(rewrite))
 }
 
 #[cfg(madsim)]
