@@ -1,17 +1,23 @@
-//! Generates the etcd v3 wire types from `proto/` with prost.
+//! Generates the etcd v3 wire types and gRPC services from `proto/`.
 //!
-//! protoc comes from the `protoc-bin-vendored` crate, so a fresh machine needs no
-//! system package. Every `bytes` field becomes `bytes::Bytes`, so keys and values
+//! madsim-tonic-build writes two versions of every service: one for tonic and
+//! one for madsim's simulated network (under `OUT_DIR/sim`), and
+//! `tonic::include_proto!` picks the right one by `cfg(madsim)`. protoc comes
+//! from the `protoc-bin-vendored` crate, so a fresh machine needs no system
+//! package. Every `bytes` field becomes `bytes::Bytes`, so keys and values
 //! decoded from a request share its buffer instead of being copied.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     std::env::set_var("PROTOC", protoc);
-    let protos = ["proto/mvccpb/kv.proto", "proto/etcdserverpb/rpc.proto"];
-    for p in protos {
-        println!("cargo:rerun-if-changed={p}");
-    }
-    prost_build::Config::new()
+    let protos = [
+        "proto/mvccpb/kv.proto",
+        "proto/etcdserverpb/rpc.proto",
+        "proto/grpc/health/v1/health.proto",
+        "proto/cairnpb/cairn.proto",
+    ];
+    println!("cargo:rerun-if-changed=proto");
+    madsim_tonic_build::configure()
         .bytes(["."])
         .compile_protos(&protos, &["proto"])?;
     Ok(())

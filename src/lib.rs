@@ -20,6 +20,7 @@ pub mod codec;
 pub mod disk;
 pub mod error;
 pub mod mvcc;
+pub mod node;
 pub mod proto;
 pub mod snap;
 pub mod storage;

@@ -79,13 +79,20 @@ pub fn recover<D: Disk>(
 
 /// Decodes the MVCC state out of a snapshot's sections.
 pub fn store_from_snapshot(file: &str, snap: &Snapshot) -> Result<Store> {
+    store_from_data(file, snap.data.clone())
+}
+
+/// Decodes the MVCC state out of snapshot data (its sections), as stored in a
+/// snapshot file or shipped by the leader in a raft snapshot. `origin` names
+/// where the data came from, for the error.
+pub fn store_from_data(origin: &str, data: bytes::Bytes) -> Result<Store> {
     let corrupt = |offset: usize, reason: String| Error::Corrupt {
-        file: file.to_string(),
+        file: origin.to_string(),
         offset: offset as u64,
         reason,
     };
-    let sections = decode_sections(snap.data.clone())
-        .map_err(|e| corrupt(e.offset, format!("snapshot sections: {e}")))?;
+    let sections =
+        decode_sections(data).map_err(|e| corrupt(e.offset, format!("snapshot sections: {e}")))?;
     let mvcc = sections
         .into_iter()
         .find(|(kind, _)| *kind == SectionKind::Mvcc)

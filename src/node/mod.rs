@@ -1,0 +1,546 @@
+//! The replicated node: raft-rs's `RawNode` around the MVCC store, sans-IO.
+//!
+//! # What it owns
+//!
+//! One [`Node`] is one cluster member's consensus and state machine. It owns
+//! the `RawNode` (with a [`LogStore`] holding raft's log in memory), the MVCC
+//! [`Store`] the log is applied to, and the bookkeeping that turns applied
+//! entries and read indexes into replies. It never touches a socket, a file,
+//! a clock or a random source: the driver (`crate::server` on tokio, the
+//! simulator on madsim) feeds it inputs and carries out its outputs.
+//!
+//! # Inputs
+//!
+//! - [`Node::tick`]: one logical clock tick (the driver ticks every 100 ms).
+//! - [`Node::step`]: a raft message from a peer.
+//! - [`Node::propose`]: a client write with the ID the driver will match the
+//!   reply to.
+//! - [`Node::read`]: a client range read; serializable reads are answered at
+//!   once from local state, linearizable ones wait for a ReadIndex.
+//! - [`Node::report_unreachable`], [`Node::report_snapshot`]: what the
+//!   transport learned about a peer.
+//!
+//! # Outputs, and the order the driver must keep
+//!
+//! [`Node::ready`] hands out a [`Ready`] when raft has work. The node has
+//! already applied the committed entries it carried (raft-rs allows applying
+//! entries committed by earlier Readies before persisting new ones). The
+//! driver then, in this order (raft-rs's "Processing the Ready State"):
+//!
+//! 1. sends `messages` (a leader's appends may go out while it fsyncs);
+//! 2. saves `snapshot`, if any: the snapshot file, then its WAL marker;
+//! 3. appends `entries` and `hard_state` to the WAL and fsyncs if `must_sync`;
+//! 4. calls [`Node::persisted`], which may commit and apply more, and sends the
+//!    messages it returns *and* `persisted_messages`: votes and append
+//!    acknowledgements promise durability, so they leave only after the fsync.
+//!
+//! Replies to proposals and reads accumulate; [`Node::take_replies`] drains
+//! them. A snapshot this node took of its own state (every `snapshot_count`
+//! applied entries) waits in [`Node::take_snapshot`] for the driver to save.
+//!
+//! # Linearizable reads
+//!
+//! Reads that arrive between two `ready` calls share one ReadIndex request
+//! (its context is a batch number). When raft returns the read index, the
+//! batch waits until the applied index reaches it, then every read in it is
+//! answered from the store. A batch whose ReadIndex got lost (a leader change)
+//! is re-issued after two election timeouts.
+//!
+//! # Invariants
+//!
+//! - `applied <= committed`, and entries are applied exactly once, in order:
+//!   `applied` only moves forward by one entry at a time, or jumps to a
+//!   snapshot's index when one is installed.
+//! - A reply goes out only for a request this node proposed (`proposed`).
+
+mod log_store;
+mod logger;
+
+pub use log_store::LogStore;
+
+use crate::mvcc::{self, Store};
+use crate::proto::cairnpb::{raft_request::Request, RaftRequest};
+use crate::proto::etcdserverpb::{
+    CompactionResponse, DeleteRangeResponse, PutResponse, RangeRequest, RangeResponse,
+    ResponseHeader, TxnResponse,
+};
+use prost::Message as _;
+use raft::eraftpb::{Entry, EntryType, HardState, Message, Snapshot};
+use raft::{RawNode, SnapshotStatus, StateRole};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What a node is configured with. All of it comes from the driver.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This member's raft ID (never 0).
+    pub id: u64,
+    /// The cluster's ID, reported in every response header.
+    pub cluster_id: u64,
+    /// Every voting member's ID, this one included.
+    pub voters: Vec<u64>,
+    /// Election timeout in ticks. raft-rs draws a random timeout from its own
+    /// unseeded RNG, so the node pins the range to `[election_tick,
+    /// election_tick + 1)`; the driver draws `election_tick` from its seeded RNG.
+    pub election_tick: usize,
+    /// Heartbeat interval in ticks.
+    pub heartbeat_tick: usize,
+    /// Take a snapshot after this many applied entries.
+    pub snapshot_count: u64,
+    /// Entries kept in the log after a snapshot, for followers slightly behind.
+    pub snapshot_catchup_entries: u64,
+    /// Limit on ops per txn branch.
+    pub max_txn_ops: usize,
+}
+
+/// The response to a client request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Response {
+    Range(RangeResponse),
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compaction(CompactionResponse),
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// The store refused it (deterministically, on every member).
+    #[error(transparent)]
+    Mvcc(#[from] mvcc::Error),
+    /// No leader is known, so the proposal could not be forwarded.
+    #[error("etcdserver: no leader")]
+    NoLeader,
+}
+
+/// A reply to the request the driver tagged with `id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// The ID given to [`Node::propose`] or [`Node::read`].
+    pub id: u64,
+    /// The outcome.
+    pub result: Result<Response, NodeError>,
+}
+
+/// Work for the driver; see the module docs for the order.
+#[derive(Debug, Default)]
+#[must_use]
+pub struct Ready {
+    /// Send now, before persisting.
+    pub messages: Vec<Message>,
+    /// A snapshot from the leader, already installed in memory: save it (file,
+    /// then WAL marker) before the entries.
+    pub snapshot: Option<Snapshot>,
+    /// Append to the WAL.
+    pub entries: Vec<Entry>,
+    /// Write to the WAL.
+    pub hard_state: Option<HardState>,
+    /// Whether the WAL must be fsynced before `persisted`.
+    pub must_sync: bool,
+    /// Send after the WAL is durable.
+    pub persisted_messages: Vec<Message>,
+}
+
+/// A member's state, for Maintenance.Status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub leader: u64,
+    pub term: u64,
+    pub commit: u64,
+    pub applied: u64,
+    pub revision: i64,
+    pub is_leader: bool,
+}
+
+/// What recovery hands a node: the state on disk.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// The MVCC state as of `snapshot` (empty without one).
+    pub store: Store,
+    /// The newest snapshot, in raft's form, data included.
+    pub snapshot: Option<Snapshot>,
+    /// The last hard state from the WAL.
+    pub hard_state: HardState,
+    /// WAL entries after the snapshot.
+    pub entries: Vec<Entry>,
+}
+
+/// Linearizable reads waiting on one ReadIndex round.
+type ReadBatch = Vec<(u64, RangeRequest)>;
+
+/// One member. See the module docs.
+pub struct Node {
+    raw: RawNode<LogStore>,
+    kv: Store,
+    cfg: NodeConfig,
+    /// Index of the last entry applied to `kv`.
+    applied: u64,
+    /// Index of the newest snapshot taken or installed.
+    snapshot_index: u64,
+    /// Logical time, in ticks since start.
+    ticks: u64,
+    /// IDs of writes this member proposed and has not answered.
+    proposed: BTreeSet<u64>,
+    /// Linearizable reads not yet sent for a read index.
+    reads_waiting: ReadBatch,
+    /// Read index requests in flight: context number -> (tick sent, reads).
+    reads_in_flight: BTreeMap<u64, (u64, ReadBatch)>,
+    /// Reads whose read index is known, waiting for `applied` to reach it.
+    reads_ready: Vec<(u64, ReadBatch)>,
+    /// Context number of the next ReadIndex request.
+    next_read_ctx: u64,
+    /// Replies not yet taken by the driver.
+    replies: Vec<Reply>,
+    /// A snapshot of this member's own state for the driver to save.
+    snapshot_to_save: Option<Snapshot>,
+    /// The raft Ready handed out and not yet persisted.
+    pending: Option<raft::Ready>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.cfg.id)
+            .field("applied", &self.applied)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Builds a member from what recovery found on disk (or nothing, for a new
+    /// member). Fails if raft-rs rejects the configuration.
+    pub fn new(cfg: NodeConfig, rec: Recovery) -> raft::Result<Self> {
+        let snapshot_index = rec.snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
+        let store = LogStore::recovered(
+            cfg.voters.clone(),
+            rec.snapshot,
+            rec.hard_state,
+            rec.entries,
+        );
+        let raft_cfg = raft::Config {
+            id: cfg.id,
+            election_tick: cfg.election_tick,
+            min_election_tick: cfg.election_tick,
+            max_election_tick: cfg.election_tick + 1,
+            heartbeat_tick: cfg.heartbeat_tick,
+            applied: snapshot_index,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            pre_vote: true,
+            check_quorum: true,
+            read_only_option: raft::ReadOnlyOption::Safe,
+            ..Default::default()
+        };
+        raft_cfg.validate()?;
+        let mut raw = RawNode::new(&raft_cfg, store, &logger::raft_logger(cfg.id))?;
+        // A one-member cluster has nobody to wait for.
+        if cfg.voters == [cfg.id] {
+            raw.campaign()?;
+        }
+        Ok(Self {
+            raw,
+            kv: rec.store.with_max_txn_ops(cfg.max_txn_ops),
+            cfg,
+            applied: snapshot_index,
+            snapshot_index,
+            ticks: 0,
+            proposed: BTreeSet::new(),
+            reads_waiting: Vec::new(),
+            reads_in_flight: BTreeMap::new(),
+            reads_ready: Vec::new(),
+            next_read_ctx: 1,
+            replies: Vec::new(),
+            snapshot_to_save: None,
+            pending: None,
+        })
+    }
+
+    /// Advances logical time by one tick.
+    pub fn tick(&mut self) {
+        self.raw.tick();
+        self.ticks += 1;
+        // A ReadIndex lost to a leader change is never answered: retry it.
+        let stale_after = 2 * self.cfg.election_tick as u64;
+        let stale: Vec<u64> = self
+            .reads_in_flight
+            .iter()
+            .filter(|(_, (sent, _))| self.ticks - sent > stale_after)
+            .map(|(ctx, _)| *ctx)
+            .collect();
+        for ctx in stale {
+            let (_, reads) = self.reads_in_flight.remove(&ctx).expect("listed above");
+            self.reads_waiting.extend(reads);
+        }
+    }
+
+    /// Feeds a raft message from a peer. Messages from unknown members or
+    /// stale terms are dropped by raft; nothing a peer sends can panic the node.
+    pub fn step(&mut self, msg: Message) {
+        if let Err(e) = self.raw.step(msg) {
+            tracing::debug!(error = %e, "dropped raft message");
+        }
+    }
+
+    /// Proposes a client write. The reply arrives once it is applied, or at
+    /// once with [`NodeError::NoLeader`] if raft cannot take it.
+    pub fn propose(&mut self, id: u64, request: Request) {
+        let data = RaftRequest {
+            id,
+            request: Some(request),
+        }
+        .encode_to_vec();
+        match self.raw.propose(Vec::new(), data) {
+            Ok(()) => {
+                self.proposed.insert(id);
+            }
+            Err(_) => self.replies.push(Reply {
+                id,
+                result: Err(NodeError::NoLeader),
+            }),
+        }
+    }
+
+    /// Reads a range: at once from local state if `serializable`, else after
+    /// a ReadIndex confirms this member has every committed write.
+    pub fn read(&mut self, id: u64, request: RangeRequest) {
+        if request.serializable {
+            let result = self.range(&request);
+            self.replies.push(Reply { id, result });
+        } else {
+            self.reads_waiting.push((id, request));
+        }
+    }
+
+    /// The transport could not reach `peer`.
+    pub fn report_unreachable(&mut self, peer: u64) {
+        self.raw.report_unreachable(peer);
+    }
+
+    /// The transport finished (or failed) sending a snapshot to `peer`.
+    pub fn report_snapshot(&mut self, peer: u64, ok: bool) {
+        let status = if ok {
+            SnapshotStatus::Finish
+        } else {
+            SnapshotStatus::Failure
+        };
+        self.raw.report_snapshot(peer, status);
+    }
+
+    /// The next batch of work, if any. See the module docs for what the
+    /// driver must do with it before calling [`Node::persisted`].
+    ///
+    /// # Panics
+    /// If the previous `Ready` was not yet acknowledged with `persisted`.
+    pub fn ready(&mut self) -> Option<Ready> {
+        assert!(
+            self.pending.is_none(),
+            "ready() before persisted() of the previous Ready"
+        );
+        if !self.reads_waiting.is_empty() {
+            let ctx = self.next_read_ctx;
+            self.next_read_ctx += 1;
+            self.raw.read_index(ctx.to_le_bytes().to_vec());
+            let reads = std::mem::take(&mut self.reads_waiting);
+            self.reads_in_flight.insert(ctx, (self.ticks, reads));
+        }
+        if !self.raw.has_ready() {
+            return None;
+        }
+        let mut rd = self.raw.ready();
+        for rs in rd.take_read_states() {
+            let ctx = rs.request_ctx.as_slice().try_into().map(u64::from_le_bytes);
+            if let Some((_, reads)) = ctx.ok().and_then(|c| self.reads_in_flight.remove(&c)) {
+                self.reads_ready.push((rs.index, reads));
+            }
+        }
+        let snapshot = (!rd.snapshot().is_empty()).then(|| rd.snapshot().clone());
+        if let Some(snap) = &snapshot {
+            self.install_snapshot(snap);
+        }
+        self.apply(rd.take_committed_entries());
+        let entries = rd.take_entries();
+        self.raw.mut_store().append(&entries);
+        let hard_state = rd.hs().cloned();
+        if let Some(hs) = &hard_state {
+            self.raw.mut_store().set_hard_state(hs.clone());
+        }
+        let out = Ready {
+            messages: rd.take_messages(),
+            snapshot,
+            entries,
+            hard_state,
+            must_sync: rd.must_sync(),
+            persisted_messages: rd.take_persisted_messages(),
+        };
+        self.pending = Some(rd);
+        Some(out)
+    }
+
+    /// The driver made the last [`Ready`] durable. Returns more messages to
+    /// send (raft may have committed and applied more).
+    ///
+    /// # Panics
+    /// If there is no `Ready` outstanding.
+    pub fn persisted(&mut self) -> Vec<Message> {
+        let rd = self
+            .pending
+            .take()
+            .expect("persisted() without an outstanding Ready");
+        let mut light = self.raw.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            let mut hs = self.raw.store().hard_state().clone();
+            hs.commit = commit;
+            self.raw.mut_store().set_hard_state(hs);
+        }
+        let messages = light.take_messages();
+        self.apply(light.take_committed_entries());
+        self.raw.advance_apply();
+        messages
+    }
+
+    /// Replies ready for the driver.
+    pub fn take_replies(&mut self) -> Vec<Reply> {
+        std::mem::take(&mut self.replies)
+    }
+
+    /// A snapshot of this member's state to save, when one was taken.
+    pub fn take_snapshot(&mut self) -> Option<Snapshot> {
+        self.snapshot_to_save.take()
+    }
+
+    /// This member's state, for Maintenance.Status.
+    pub fn status(&self) -> NodeStatus {
+        let raft = &self.raw.raft;
+        NodeStatus {
+            leader: raft.leader_id,
+            term: raft.term,
+            commit: raft.raft_log.committed,
+            applied: self.applied,
+            revision: self.kv.current_revision(),
+            is_leader: raft.state == StateRole::Leader,
+        }
+    }
+
+    /// This member's ID.
+    pub fn id(&self) -> u64 {
+        self.cfg.id
+    }
+
+    /// The MVCC store, for reads the driver serves itself (HashKV).
+    pub fn store(&self) -> &Store {
+        &self.kv
+    }
+
+    /// Fills the header fields only the node knows.
+    fn header(&self, header: &mut Option<ResponseHeader>) {
+        let h = header.get_or_insert_with(Default::default);
+        h.cluster_id = self.cfg.cluster_id;
+        h.member_id = self.cfg.id;
+        h.raft_term = self.raw.raft.term;
+    }
+
+    fn range(&self, req: &RangeRequest) -> Result<Response, NodeError> {
+        let mut resp = self.kv.range(req)?;
+        self.header(&mut resp.header);
+        Ok(Response::Range(resp))
+    }
+
+    fn install_snapshot(&mut self, snap: &Snapshot) {
+        let index = snap.get_metadata().index;
+        let store = crate::storage::store_from_data("raft snapshot", snap.data.clone())
+            // The leader encoded it with the same code; failing here means a broken invariant.
+            .unwrap_or_else(|e| {
+                panic!("snapshot at index {index} from the leader does not decode: {e}")
+            });
+        self.kv = store.with_max_txn_ops(self.cfg.max_txn_ops);
+        self.raw.mut_store().apply_snapshot(snap.clone());
+        self.applied = index;
+        self.snapshot_index = index;
+        self.serve_reads();
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) {
+        for entry in entries {
+            assert_eq!(
+                entry.index,
+                self.applied + 1,
+                "entries are applied in order, exactly once"
+            );
+            self.applied = entry.index;
+            if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
+                // Leader no-ops; membership is static, so no conf changes are proposed.
+                continue;
+            }
+            let req = match RaftRequest::decode(entry.data.clone()) {
+                Ok(r) => r,
+                Err(e) => {
+                    // Every member sees the same bytes, so skipping is deterministic.
+                    tracing::error!(index = entry.index, error = %e, "skipping undecodable entry");
+                    continue;
+                }
+            };
+            let result = self.apply_request(req.request);
+            if self.proposed.remove(&req.id) {
+                self.replies.push(Reply { id: req.id, result });
+            }
+        }
+        self.serve_reads();
+        self.maybe_snapshot();
+    }
+
+    fn apply_request(&mut self, request: Option<Request>) -> Result<Response, NodeError> {
+        let mut response = match request {
+            Some(Request::Put(r)) => Response::Put(self.kv.put(&r)?.0),
+            Some(Request::DeleteRange(r)) => Response::DeleteRange(self.kv.delete_range(&r)?.0),
+            Some(Request::Txn(r)) => Response::Txn(self.kv.txn(&r)?.0),
+            Some(Request::Compaction(r)) => Response::Compaction(self.kv.compact(&r)?),
+            None => return Err(mvcc::Error::KeyNotFound.into()),
+        };
+        let header = match &mut response {
+            Response::Range(r) => &mut r.header,
+            Response::Put(r) => &mut r.header,
+            Response::DeleteRange(r) => &mut r.header,
+            Response::Txn(r) => &mut r.header,
+            Response::Compaction(r) => &mut r.header,
+        };
+        self.header(header);
+        Ok(response)
+    }
+
+    fn serve_reads(&mut self) {
+        let applied = self.applied;
+        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_ready)
+            .into_iter()
+            .partition(|(index, _)| *index <= applied);
+        self.reads_ready = later;
+        for (id, req) in now.into_iter().flat_map(|(_, reads)| reads) {
+            let result = self.range(&req);
+            self.replies.push(Reply { id, result });
+        }
+    }
+
+    fn maybe_snapshot(&mut self) {
+        if self.applied - self.snapshot_index < self.cfg.snapshot_count {
+            return;
+        }
+        let mut snap = Snapshot {
+            data: crate::storage::snapshot_data(&self.kv).into(),
+            ..Default::default()
+        };
+        let meta = snap.mut_metadata();
+        meta.index = self.applied;
+        meta.term = raft::Storage::term(self.raw.store(), self.applied)
+            .expect("the applied entry is in the log");
+        meta.set_conf_state(self.raw.store().conf_state().clone());
+        let keep_from = self
+            .applied
+            .saturating_sub(self.cfg.snapshot_catchup_entries)
+            + 1;
+        self.raw.mut_store().set_snapshot(snap.clone(), keep_from);
+        self.snapshot_index = self.applied;
+        self.snapshot_to_save = Some(snap);
+    }
+}
+
+#[cfg(test)]
+mod tests;
