@@ -22,6 +22,7 @@ pub mod error;
 pub mod mvcc;
 pub mod node;
 pub mod proto;
+pub mod server;
 pub mod snap;
 pub mod storage;
 pub mod wal;

@@ -1,16 +1,19 @@
 //! The `cairn` command.
 //!
-//! `cairn check` recovers a data directory exactly as a starting node will
-//! (newest valid snapshot, then the WAL after it) and prints what it found:
-//! the first thing to run on a node that will not start. The server
-//! (`cairn serve`) arrives with the replicated node (issue #3).
-// The binary is driver code: it reads the environment and the file system.
+//! - `cairn` or `cairn serve`: run a member (etcd's flags; see `--help`).
+//! - `cairn check`: recover a data directory exactly as a starting member
+//!   will and print what it found: the first thing to run on a member that
+//!   will not start.
+// The binary is driver code: it reads the environment, signals and files.
 #![allow(clippy::disallowed_methods)]
 
 use cairn::disk::FsDisk;
+use cairn::server::config::{
+    parse_initial_cluster, parse_url, split_list, ClusterState, ConfigError, ServerConfig,
+};
 use cairn::storage::{recover, SNAP_DIR, WAL_DIR};
 use cairn::wal::WalOptions;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -22,14 +25,18 @@ use std::process::ExitCode;
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Recover a data directory as a starting node would, and report on it.
+    /// Run a member (the default when no subcommand is given).
+    Serve(Box<ServeArgs>),
+    /// Recover a data directory as a starting member would, and report on it.
     ///
-    /// Creates the directory if it does not exist. Like a starting node, it
+    /// Creates the directory if it does not exist. Like a starting member, it
     /// truncates a torn tail of the last WAL segment; any other damage is
     /// reported with its file and offset, and the exit code is 1.
     Check {
@@ -39,15 +46,186 @@ enum Command {
     },
 }
 
+/// etcd's flags, each also read from `CAIRN_<FLAG>`.
+#[derive(Args, Clone)]
+struct ServeArgs {
+    /// Human-readable name for this member.
+    #[arg(long, env = "CAIRN_NAME", default_value = "default")]
+    name: String,
+    /// Path to the data directory [default: <name>.cairn].
+    #[arg(long, env = "CAIRN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// URLs to listen on for client traffic.
+    #[arg(
+        long,
+        env = "CAIRN_LISTEN_CLIENT_URLS",
+        default_value = "http://127.0.0.1:2379"
+    )]
+    listen_client_urls: String,
+    /// Client URLs to advertise to the rest of the cluster.
+    #[arg(
+        long,
+        env = "CAIRN_ADVERTISE_CLIENT_URLS",
+        default_value = "http://127.0.0.1:2379"
+    )]
+    advertise_client_urls: String,
+    /// URLs to listen on for peer (raft) traffic.
+    #[arg(
+        long,
+        env = "CAIRN_LISTEN_PEER_URLS",
+        default_value = "http://127.0.0.1:2380"
+    )]
+    listen_peer_urls: String,
+    /// This member's peer URLs, as the rest of the cluster reaches it.
+    #[arg(
+        long,
+        env = "CAIRN_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://127.0.0.1:2380"
+    )]
+    initial_advertise_peer_urls: String,
+    /// Every member: name=peer-url[,name=peer-url...] [default: <name>=<initial-advertise-peer-urls>].
+    #[arg(long, env = "CAIRN_INITIAL_CLUSTER")]
+    initial_cluster: Option<String>,
+    /// `new` to bootstrap a cluster, `existing` to rejoin one.
+    #[arg(
+        long,
+        env = "CAIRN_INITIAL_CLUSTER_STATE",
+        value_enum,
+        default_value = "new"
+    )]
+    initial_cluster_state: ClusterState,
+    /// Token that keeps member and cluster IDs unique across clusters.
+    #[arg(
+        long,
+        env = "CAIRN_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
+    initial_cluster_token: String,
+    /// Applied entries between snapshots.
+    #[arg(long, env = "CAIRN_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    snapshot_count: u64,
+    /// Entries kept after a snapshot so slow followers can catch up from the log.
+    #[arg(long, env = "CAIRN_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = 5_000)]
+    snapshot_catchup_entries: u64,
+    /// Backend quota in bytes (reported; not enforced yet).
+    #[arg(long, env = "CAIRN_QUOTA_BACKEND_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
+    quota_backend_bytes: u64,
+    /// Largest client request accepted, in bytes.
+    #[arg(long, env = "CAIRN_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
+    max_request_bytes: usize,
+    /// Most operations in one txn branch.
+    #[arg(long, env = "CAIRN_MAX_TXN_OPS", default_value_t = 128)]
+    max_txn_ops: usize,
+}
+
+impl ServeArgs {
+    fn config(&self) -> Result<ServerConfig, ConfigError> {
+        let urls = |v: &str| {
+            split_list(v)
+                .iter()
+                .map(|u| parse_url(u))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let advertise_peer = split_list(&self.initial_advertise_peer_urls);
+        let initial_cluster = match &self.initial_cluster {
+            Some(c) => c.clone(),
+            None => advertise_peer
+                .iter()
+                .map(|u| format!("{}={u}", self.name))
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        Ok(ServerConfig {
+            name: self.name.clone(),
+            data_dir: self
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("{}.cairn", self.name))),
+            listen_client: urls(&self.listen_client_urls)?,
+            advertise_client_urls: split_list(&self.advertise_client_urls),
+            listen_peer: urls(&self.listen_peer_urls)?,
+            initial_cluster: parse_initial_cluster(&initial_cluster)?,
+            initial_cluster_state: self.initial_cluster_state,
+            initial_cluster_token: self.initial_cluster_token.clone(),
+            snapshot_count: self.snapshot_count,
+            snapshot_catchup_entries: self.snapshot_catchup_entries,
+            quota_backend_bytes: self.quota_backend_bytes,
+            max_request_bytes: self.max_request_bytes,
+            max_txn_ops: self.max_txn_ops,
+        })
+    }
+}
+
 fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Check { data_dir } => match check(&data_dir) {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check { data_dir }) => match check(&data_dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("cairn: {}: {e}", data_dir.display());
                 ExitCode::FAILURE
             }
         },
+        Some(Command::Serve(args)) => serve(&args),
+        None => serve(&cli.serve),
+    }
+}
+
+#[cfg(not(madsim))]
+fn serve(args: &ServeArgs) -> ExitCode {
+    use tracing_subscriber::EnvFilter;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,raft=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cfg = match args.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cairn: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cairn: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(cairn::server::serve(cfg, shutdown_signal()));
+    match result {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "member stopped");
+            eprintln!("cairn: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(madsim)]
+fn serve(_args: &ServeArgs) -> ExitCode {
+    eprintln!("cairn: this binary was built for simulation (--cfg madsim); run cairn-sim");
+    ExitCode::FAILURE
+}
+
+/// Resolves on SIGTERM or SIGINT.
+#[cfg(not(madsim))]
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
 }
 

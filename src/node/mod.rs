@@ -53,6 +53,7 @@
 //!   snapshot's index when one is installed.
 //! - A reply goes out only for a request this node proposed (`proposed`).
 
+pub mod convert;
 mod log_store;
 mod logger;
 

@@ -1,0 +1,216 @@
+//! The driver: cairn's server on a real runtime (tokio, tonic, files).
+//!
+//! [`serve`] recovers a member from its data directory, starts the event
+//! loop ([`raft_loop`]) that owns the node and its storage, the peer
+//! transport ([`peer`]) and the client gRPC services ([`services`]), and runs
+//! until shutdown is signalled or storage fails. Under `--cfg madsim` the same
+//! code runs on madsim's simulated runtime and network; [`serve_on`] takes
+//! the disks so the simulator can hand in `MemDisk`s that outlive a crash.
+//!
+//! Shutdown order: stop accepting client requests and let those in flight
+//! finish, stop the event loop (which syncs the WAL), return.
+// Driver code: it reads the clock to seed request IDs and election timeouts.
+#![allow(clippy::disallowed_methods)]
+
+pub mod config;
+pub mod peer;
+pub mod raft_loop;
+pub mod services;
+
+use crate::disk::{Disk, FsDisk};
+use crate::node::{convert, Node, NodeConfig};
+use crate::proto::cairnpb::peer_server::PeerServer;
+use crate::proto::etcdserverpb::{
+    cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
+};
+use crate::proto::health::health_server::HealthServer;
+use crate::storage::{self, SNAP_DIR, WAL_DIR};
+use crate::wal::WalOptions;
+use config::{ConfigError, ServerConfig};
+use peer::{PeerService, Transport};
+use raft_loop::RaftLoop;
+use services::{ClusterService, Handle, HealthService, KvService, MaintenanceService};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("storage: {0}")]
+    Storage(#[from] crate::Error),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: tonic::transport::Error,
+    },
+}
+
+/// Bytes of gRPC framing allowed above `--max-request-bytes`, as in etcd, so an
+/// oversized request reaches the server's own check and gets etcd's error.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Recovers from `cfg.data_dir` on the file system and serves until
+/// `shutdown` resolves.
+pub async fn serve(
+    cfg: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let open = |sub: &str| {
+        let dir = cfg.data_dir.join(sub);
+        FsDisk::open(&dir).map_err(|e| crate::Error::io("open", dir.display().to_string(), e))
+    };
+    let (wal_disk, snap_disk) = (open(WAL_DIR)?, open(SNAP_DIR)?);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    serve_on(cfg, wal_disk, snap_disk, seed, shutdown).await
+}
+
+/// splitmix64: one step of a tiny seeded generator.
+fn splitmix(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// [`serve`] on the given disks, with randomness drawn from `seed`.
+pub async fn serve_on<D: Disk + 'static>(
+    cfg: ServerConfig,
+    wal_disk: D,
+    snap_disk: D,
+    seed: u64,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let me = cfg.me()?;
+    let members = cfg.members();
+    let (wal, snaps, recovered) = storage::recover(wal_disk, snap_disk, WalOptions::default())?;
+    for (file, err) in &recovered.rejected_snapshots {
+        tracing::warn!(file, error = %err, "rejected a damaged snapshot");
+    }
+    if let Some(t) = &recovered.wal.torn_tail {
+        tracing::warn!(file = %t.file, offset = t.offset, dropped = t.dropped_bytes, "truncated a torn WAL tail");
+    }
+    let node_cfg = NodeConfig {
+        id: me.id,
+        cluster_id: cfg.cluster_id(),
+        voters: members.iter().map(|m| m.id).collect(),
+        election_tick: 10 + (splitmix(seed ^ me.id) % 10) as usize,
+        heartbeat_tick: 1,
+        snapshot_count: cfg.snapshot_count.max(1),
+        snapshot_catchup_entries: cfg.snapshot_catchup_entries,
+        max_txn_ops: cfg.max_txn_ops,
+    };
+    tracing::info!(
+        name = %cfg.name, member_id = format_args!("{:x}", me.id), cluster_id = format_args!("{:x}", node_cfg.cluster_id),
+        revision = recovered.store.current_revision(), wal_entries = recovered.wal.entries.len(),
+        "starting member"
+    );
+    let node = Node::new(node_cfg.clone(), convert::recovery(recovered))?;
+
+    let (cmd_tx, cmd_rx) = mpsc::channel(4096);
+    let (peer_tx, peer_rx) = mpsc::channel(4096);
+    let peer_urls = members
+        .iter()
+        .filter(|m| m.id != me.id)
+        .map(|m| (m.id, m.peer_urls[0].clone()))
+        .collect();
+    let transport = Transport::start(peer_urls, peer_tx.clone());
+    let raft_loop = RaftLoop {
+        node,
+        wal,
+        snaps,
+        transport,
+        waiting: BTreeMap::new(),
+        next_id: ((me.id & 0xffff) << 48) | ((seed >> 20) & 0xff_ffff_ffff) << 8,
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let handle = Handle {
+        commands: cmd_tx,
+        max_request_bytes: cfg.max_request_bytes,
+        max_txn_ops: cfg.max_txn_ops,
+        cluster_id: node_cfg.cluster_id,
+        member_id: me.id,
+        members: Arc::new(members),
+        client_urls: Arc::new(cfg.advertise_client_urls.clone()),
+    };
+    let mut servers = Vec::new();
+    // A server that stops before shutdown (it could not bind) stops the member.
+    let (failed_tx, mut failed_rx) = mpsc::channel::<ServeError>(8);
+    for addr in cfg.listen_peer.iter().copied() {
+        let svc = PeerServer::new(PeerService {
+            events: peer_tx.clone(),
+        })
+        .max_decoding_message_size(usize::MAX);
+        let mut stop = stop_rx.clone();
+        let failed = failed_tx.clone();
+        servers.push(tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_shutdown(addr, async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+            if let Err(source) = served {
+                let _ = failed.send(ServeError::Listen { addr, source }).await;
+            }
+        }));
+    }
+    let max_msg = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    for addr in cfg.listen_client.iter().copied() {
+        let h = handle.clone();
+        let mut stop = stop_rx.clone();
+        let failed = failed_tx.clone();
+        servers.push(tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(KvServer::new(KvService(h.clone())).max_decoding_message_size(max_msg))
+                .add_service(MaintenanceServer::new(MaintenanceService(h.clone())))
+                .add_service(ClusterServer::new(ClusterService(h.clone())))
+                .add_service(HealthServer::new(HealthService(h)))
+                .serve_with_shutdown(addr, async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+            if let Err(source) = served {
+                let _ = failed.send(ServeError::Listen { addr, source }).await;
+            }
+        }));
+        tracing::info!(%addr, "serving clients");
+    }
+    drop(handle);
+
+    let (loop_stop_tx, loop_stop_rx) = watch::channel(false);
+    let mut loop_task = tokio::spawn(raft_loop.run(cmd_rx, peer_rx, loop_stop_rx));
+    let result = tokio::select! {
+        () = shutdown => {
+            tracing::info!("shutting down: draining client requests");
+            let _ = stop_tx.send(true);
+            for s in servers.drain(..) {
+                let _ = s.await;
+            }
+            let _ = loop_stop_tx.send(true);
+            (&mut loop_task).await.unwrap_or(Ok(())).map_err(ServeError::from)
+        }
+        res = &mut loop_task => {
+            let _ = stop_tx.send(true);
+            res.unwrap_or(Ok(())).map_err(ServeError::from)
+        }
+        Some(err) = failed_rx.recv() => {
+            let _ = stop_tx.send(true);
+            let _ = loop_stop_tx.send(true);
+            let _ = (&mut loop_task).await;
+            Err(err)
+        }
+    };
+    for s in servers {
+        s.abort();
+    }
+    result
+}

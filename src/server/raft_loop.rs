@@ -1,0 +1,195 @@
+//! The event loop: the one task that owns the [`Node`], the WAL and the
+//! snapshot store.
+//!
+//! It feeds the node its inputs (ticks, peer messages, client commands),
+//! then runs every `Ready` through the order `crate::node` documents: send,
+//! save a received snapshot, append and fsync, `persisted`, send what may only
+//! leave after the fsync. Many client commands are drained into the node
+//! before one `Ready`, so they share one WAL write and one fsync (group
+//! commit). A storage error ends the loop: the node must stop rather than
+//! carry on without knowing what is durable.
+
+use super::peer::{PeerEvent, Transport};
+use crate::disk::Disk;
+use crate::mvcc::{self, HashKv};
+use crate::node::convert::{entry_to_wal, hard_state_to_wal, snapshot_to_file};
+use crate::node::{Node, NodeError, NodeStatus, Response};
+use crate::proto::cairnpb::raft_request::Request;
+use crate::proto::etcdserverpb::RangeRequest;
+use crate::snap::SnapStore;
+use crate::wal::{SnapshotMarker, Wal};
+use raft::eraftpb::Snapshot;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// One raft tick. etcd's default heartbeat is 100 ms and its election timeout
+/// 1 s: the node heartbeats every tick and elects after 10 to 20.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// Commands drained into the node before one `Ready` (bounds one batch).
+const MAX_BATCH: usize = 1024;
+
+/// Where a client's answer goes.
+pub type ReplyTx = oneshot::Sender<Result<Response, NodeError>>;
+
+/// What the gRPC services ask of the loop.
+pub enum Command {
+    /// A write to replicate.
+    Propose(Request, ReplyTx),
+    /// A range read (linearizable unless it says serializable).
+    Read(RangeRequest, ReplyTx),
+    /// This member's raft and store status.
+    Status(oneshot::Sender<NodeStatus>),
+    /// The store's hash at a revision.
+    HashKv(i64, oneshot::Sender<Result<HashKv, mvcc::Error>>),
+}
+
+/// The loop's state. See the module docs.
+pub struct RaftLoop<D: Disk> {
+    pub node: Node,
+    pub wal: Wal<D>,
+    pub snaps: SnapStore<D>,
+    pub transport: Transport,
+    /// Clients waiting for a reply, by request ID.
+    pub waiting: BTreeMap<u64, ReplyTx>,
+    /// The next request ID. IDs start from the member ID and the wall clock
+    /// (as etcd's do) so they never repeat across restarts.
+    pub next_id: u64,
+}
+
+impl<D: Disk> RaftLoop<D> {
+    /// Runs until `shutdown` fires or the command channel closes; then syncs
+    /// the WAL. Returns a storage error if one stopped the node.
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut peers: mpsc::Receiver<PeerEvent>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> crate::Result<()> {
+        let mut ticker = tokio::time::interval(TICK);
+        let mut ticks: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    self.node.tick();
+                    ticks += 1;
+                    if ticks.is_multiple_of(10) {
+                        // Drop the senders of clients that gave up (timed out).
+                        self.waiting.retain(|_, tx| !tx.is_closed());
+                    }
+                }
+                cmd = commands.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    self.command(cmd);
+                    for _ in 0..MAX_BATCH {
+                        match commands.try_recv() {
+                            Ok(cmd) => self.command(cmd),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                event = peers.recv() => {
+                    let Some(event) = event else { break };
+                    self.peer_event(event);
+                    for _ in 0..MAX_BATCH {
+                        match peers.try_recv() {
+                            Ok(event) => self.peer_event(event),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+            self.process()?;
+        }
+        self.wal.sync()?;
+        Ok(())
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Propose(request, tx) => {
+                let id = self.next_id();
+                self.waiting.insert(id, tx);
+                self.node.propose(id, request);
+            }
+            Command::Read(request, tx) => {
+                let id = self.next_id();
+                self.waiting.insert(id, tx);
+                self.node.read(id, request);
+            }
+            Command::Status(tx) => {
+                let _ = tx.send(self.node.status());
+            }
+            Command::HashKv(rev, tx) => {
+                let _ = tx.send(self.node.store().hash_kv(rev));
+            }
+        }
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.next_id = self.next_id.wrapping_add(1);
+        self.next_id
+    }
+
+    fn peer_event(&mut self, event: PeerEvent) {
+        match event {
+            PeerEvent::Message(m) => self.node.step(*m),
+            PeerEvent::Unreachable(id) => self.node.report_unreachable(id),
+            PeerEvent::SnapshotSent { to, ok } => self.node.report_snapshot(to, ok),
+        }
+    }
+
+    /// Runs every pending `Ready` through persistence and the transport.
+    fn process(&mut self) -> crate::Result<()> {
+        while let Some(rd) = self.node.ready() {
+            let mut unreachable = self.transport.send(rd.messages);
+            if let Some(snap) = &rd.snapshot {
+                self.save_snapshot(snap)?;
+            }
+            if !rd.entries.is_empty() {
+                let entries: Vec<_> = rd.entries.iter().map(entry_to_wal).collect();
+                self.wal.append(&entries)?;
+            }
+            if let Some(hs) = &rd.hard_state {
+                self.wal.set_hard_state(hard_state_to_wal(hs))?;
+            }
+            if rd.must_sync {
+                self.wal.sync()?;
+            }
+            let more = self.node.persisted();
+            unreachable.extend(self.transport.send(more));
+            unreachable.extend(self.transport.send(rd.persisted_messages));
+            for peer in unreachable {
+                self.node.report_unreachable(peer);
+            }
+        }
+        if let Some(snap) = self.node.take_snapshot() {
+            self.save_snapshot(&snap)?;
+        }
+        for reply in self.node.take_replies() {
+            if let Some(tx) = self.waiting.remove(&reply.id) {
+                let _ = tx.send(reply.result);
+            }
+        }
+        Ok(())
+    }
+
+    /// Saves a snapshot durably, then marks it in the WAL and drops the
+    /// segments it makes redundant. The file comes first: recovery trusts that
+    /// a snapshot exists for every marker.
+    fn save_snapshot(&mut self, snap: &Snapshot) -> crate::Result<()> {
+        let meta = snap.get_metadata();
+        let marker = SnapshotMarker {
+            index: meta.index,
+            term: meta.term,
+        };
+        self.snaps.save(&snapshot_to_file(snap))?;
+        self.wal.mark_snapshot(marker)?;
+        self.wal.sync()?;
+        self.wal.release_to(marker.index)?;
+        tracing::info!(index = marker.index, term = marker.term, "saved snapshot");
+        Ok(())
+    }
+}

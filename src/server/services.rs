@@ -1,0 +1,284 @@
+//! The client-facing gRPC services: etcd's KV, Maintenance and Cluster, and
+//! grpc.health.v1.
+//!
+//! A service checks a request the way etcd's `v3rpc` layer does (empty keys,
+//! sizes, txn limits), turns it into a [`Command`] for the event loop, and
+//! waits for the answer with a deadline. Errors carry etcd's gRPC codes and
+//! exact messages, so clients that match on them work unchanged.
+
+use super::config::MemberInfo;
+use super::raft_loop::{Command, ReplyTx};
+use crate::mvcc::{self, check_delete, check_put, check_range, check_txn, GrpcCode};
+use crate::node::{NodeError, Response};
+use crate::proto::cairnpb::{raft_request::Request, RaftRequest};
+use crate::proto::etcdserverpb::{
+    cluster_server::Cluster, kv_server::Kv, maintenance_server::Maintenance, CompactionRequest,
+    CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvRequest, HashKvResponse,
+    Member, MemberListRequest, MemberListResponse, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, ResponseHeader, StatusRequest, StatusResponse, TxnRequest, TxnResponse,
+};
+use crate::proto::health::{
+    health_check_response::ServingStatus, health_server::Health, HealthCheckRequest,
+    HealthCheckResponse,
+};
+use prost::Message as _;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tonic::{Code, Status};
+
+/// How long a client request may wait for the cluster: etcd's 5 s request
+/// timeout plus two election timeouts.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
+
+/// The version cairn reports in Status: the etcd API level it implements.
+pub const VERSION: &str = "3.4.0";
+
+/// What every service shares.
+#[derive(Clone)]
+pub struct Handle {
+    /// Into the event loop.
+    pub commands: mpsc::Sender<Command>,
+    /// Largest write accepted, in bytes (`--max-request-bytes`).
+    pub max_request_bytes: usize,
+    /// Most ops in a txn branch (`--max-txn-ops`).
+    pub max_txn_ops: usize,
+    pub cluster_id: u64,
+    pub member_id: u64,
+    /// Every member, for MemberList.
+    pub members: Arc<Vec<MemberInfo>>,
+    /// Client URLs of this member.
+    pub client_urls: Arc<Vec<String>>,
+}
+
+fn mvcc_status(e: mvcc::Error) -> Status {
+    let code = match e.grpc_code() {
+        GrpcCode::InvalidArgument => Code::InvalidArgument,
+        GrpcCode::OutOfRange => Code::OutOfRange,
+    };
+    Status::new(code, e.to_string())
+}
+
+fn node_status(e: NodeError) -> Status {
+    match e {
+        NodeError::Mvcc(e) => mvcc_status(e),
+        NodeError::NoLeader => Status::unavailable(e.to_string()),
+    }
+}
+
+fn stopping() -> Status {
+    Status::unavailable("etcdserver: server stopped")
+}
+
+impl Handle {
+    async fn ask(&self, make: impl FnOnce(ReplyTx) -> Command) -> Result<Response, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.map_err(|_| stopping())?;
+        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+            Ok(Ok(result)) => result.map_err(node_status),
+            Ok(Err(_)) => Err(stopping()),
+            Err(_) => Err(Status::unavailable("etcdserver: request timed out")),
+        }
+    }
+
+    async fn propose(&self, request: Request) -> Result<Response, Status> {
+        // etcd measures the request as it will travel through raft.
+        let size = RaftRequest {
+            id: u64::MAX,
+            request: Some(request.clone()),
+        }
+        .encoded_len();
+        if size > self.max_request_bytes {
+            return Err(Status::invalid_argument("etcdserver: request is too large"));
+        }
+        self.ask(|tx| Command::Propose(request, tx)).await
+    }
+
+    fn header(&self, revision: i64, raft_term: u64) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision,
+            raft_term,
+        })
+    }
+}
+
+fn unexpected(r: Response) -> Status {
+    Status::internal(format!("unexpected response {r:?}"))
+}
+
+/// etcd's KV service.
+pub struct KvService(pub Handle);
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(
+        &self,
+        req: tonic::Request<RangeRequest>,
+    ) -> Result<tonic::Response<RangeResponse>, Status> {
+        let req = req.into_inner();
+        check_range(&req).map_err(mvcc_status)?;
+        match self.0.ask(|tx| Command::Read(req, tx)).await? {
+            Response::Range(r) => Ok(tonic::Response::new(r)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn put(
+        &self,
+        req: tonic::Request<PutRequest>,
+    ) -> Result<tonic::Response<PutResponse>, Status> {
+        let req = req.into_inner();
+        check_put(&req).map_err(mvcc_status)?;
+        match self.0.propose(Request::Put(req)).await? {
+            Response::Put(r) => Ok(tonic::Response::new(r)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        req: tonic::Request<DeleteRangeRequest>,
+    ) -> Result<tonic::Response<DeleteRangeResponse>, Status> {
+        let req = req.into_inner();
+        check_delete(&req).map_err(mvcc_status)?;
+        match self.0.propose(Request::DeleteRange(req)).await? {
+            Response::DeleteRange(r) => Ok(tonic::Response::new(r)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn txn(
+        &self,
+        req: tonic::Request<TxnRequest>,
+    ) -> Result<tonic::Response<TxnResponse>, Status> {
+        let req = req.into_inner();
+        check_txn(&req, self.0.max_txn_ops).map_err(mvcc_status)?;
+        match self.0.propose(Request::Txn(req)).await? {
+            Response::Txn(r) => Ok(tonic::Response::new(r)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn compact(
+        &self,
+        req: tonic::Request<CompactionRequest>,
+    ) -> Result<tonic::Response<CompactionResponse>, Status> {
+        match self
+            .0
+            .propose(Request::Compaction(req.into_inner()))
+            .await?
+        {
+            Response::Compaction(r) => Ok(tonic::Response::new(r)),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// etcd's Maintenance service: Status and HashKV.
+pub struct MaintenanceService(pub Handle);
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn status(
+        &self,
+        _req: tonic::Request<StatusRequest>,
+    ) -> Result<tonic::Response<StatusResponse>, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.0
+            .commands
+            .send(Command::Status(tx))
+            .await
+            .map_err(|_| stopping())?;
+        let s = rx.await.map_err(|_| stopping())?;
+        Ok(tonic::Response::new(StatusResponse {
+            header: self.0.header(s.revision, s.term),
+            version: VERSION.to_string(),
+            leader: s.leader,
+            raft_index: s.commit,
+            raft_term: s.term,
+            raft_applied_index: s.applied,
+            ..Default::default()
+        }))
+    }
+
+    async fn hash_kv(
+        &self,
+        req: tonic::Request<HashKvRequest>,
+    ) -> Result<tonic::Response<HashKvResponse>, Status> {
+        let (tx, rx) = oneshot::channel();
+        let rev = req.into_inner().revision;
+        self.0
+            .commands
+            .send(Command::HashKv(rev, tx))
+            .await
+            .map_err(|_| stopping())?;
+        let h = rx.await.map_err(|_| stopping())?.map_err(mvcc_status)?;
+        Ok(tonic::Response::new(HashKvResponse {
+            header: self.0.header(h.revision, 0),
+            hash: h.hash,
+            compact_revision: h.compact_revision,
+            hash_revision: h.revision,
+        }))
+    }
+}
+
+/// etcd's Cluster service: MemberList (membership is static).
+pub struct ClusterService(pub Handle);
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn member_list(
+        &self,
+        _req: tonic::Request<MemberListRequest>,
+    ) -> Result<tonic::Response<MemberListResponse>, Status> {
+        let members = self
+            .0
+            .members
+            .iter()
+            .map(|m| Member {
+                id: m.id,
+                name: m.name.clone(),
+                peer_ur_ls: m.peer_urls.clone(),
+                client_ur_ls: if m.id == self.0.member_id {
+                    self.0.client_urls.to_vec()
+                } else {
+                    Vec::new()
+                },
+                is_learner: false,
+            })
+            .collect();
+        Ok(tonic::Response::new(MemberListResponse {
+            header: self.0.header(0, 0),
+            members,
+        }))
+    }
+}
+
+/// grpc.health.v1: SERVING while the member has a leader.
+pub struct HealthService(pub Handle);
+
+#[tonic::async_trait]
+impl Health for HealthService {
+    async fn check(
+        &self,
+        _req: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<HealthCheckResponse>, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.0
+            .commands
+            .send(Command::Status(tx))
+            .await
+            .map_err(|_| stopping())?;
+        let s = rx.await.map_err(|_| stopping())?;
+        let status = if s.leader != 0 {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        Ok(tonic::Response::new(HealthCheckResponse {
+            status: status as i32,
+        }))
+    }
+}
