@@ -87,9 +87,11 @@ async fn writer(id: usize, urls: Vec<String>, stop: Arc<AtomicBool>, acks: Arc<M
             Ok(resp) => {
                 let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
                 assert!(revision > 0, "put {key} acknowledged without a revision");
-                acks.lock()
-                    .expect("acks")
-                    .push(Ack { key, value, revision });
+                acks.lock().expect("acks").push(Ack {
+                    key,
+                    value,
+                    revision,
+                });
             }
             Err(_) => {
                 at = (at + 1) % urls.len();
@@ -159,10 +161,9 @@ async fn check_node_has(cluster: &Cluster, i: usize, acks: &[Ack], prefix: &str)
         if serializable {
             options = options.with_serializable();
         }
-        let resp = c
-            .get(prefix, Some(options))
-            .await
-            .unwrap_or_else(|e| panic!("{name}: range {prefix:?} (serializable {serializable}): {e:?}"));
+        let resp = c.get(prefix, Some(options)).await.unwrap_or_else(|e| {
+            panic!("{name}: range {prefix:?} (serializable {serializable}): {e:?}")
+        });
         let stored: BTreeMap<&[u8], (&[u8], i64)> = resp
             .kvs()
             .iter()
@@ -226,18 +227,33 @@ async fn leader_crash_under_write_load() {
     let leader = find_leader(&cluster, Duration::from_secs(10)).await;
     block_in_place(|| cluster.kill(leader));
     let at_kill = ack_count(&acks);
-    eprintln!("killed leader {} after {at_kill} acknowledged writes", cluster.node(leader).name);
+    eprintln!(
+        "killed leader {} after {at_kill} acknowledged writes",
+        cluster.node(leader).name
+    );
 
     // Writes resume once a new leader is elected: more than the few that
     // could have been in flight at the crash.
-    let took = wait_acks(&acks, at_kill + 2 * WRITERS + 20, ELECTION_BOUND, "after the crash").await;
+    let took = wait_acks(
+        &acks,
+        at_kill + 2 * WRITERS + 20,
+        ELECTION_BOUND,
+        "after the crash",
+    )
+    .await;
     eprintln!("writes resumed {took:?} after the crash");
     let new_leader = find_leader(&cluster, Duration::from_secs(10)).await;
     assert_ne!(new_leader, leader, "the killed node cannot lead");
 
     // Keep writing a little under the new leader, then stop.
     let n = ack_count(&acks);
-    wait_acks(&acks, n + 100, Duration::from_secs(20), "under the new leader").await;
+    wait_acks(
+        &acks,
+        n + 100,
+        Duration::from_secs(20),
+        "under the new leader",
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.expect("writer task");
@@ -259,7 +275,10 @@ async fn leader_crash_under_write_load() {
     for i in 0..3 {
         let mut c = connect(&cluster.node(i).client_url()).await;
         let r = c
-            .get("", Some(GetOptions::new().with_all_keys().with_serializable()))
+            .get(
+                "",
+                Some(GetOptions::new().with_all_keys().with_serializable()),
+            )
             .await
             .expect("range all");
         let kvs: Vec<(Vec<u8>, Vec<u8>, i64)> = r
@@ -303,7 +322,11 @@ async fn follower_catches_up_through_snapshot() {
             .await
             .unwrap_or_else(|e| panic!("put {key} through the leader: {e:?}"));
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
-        acks.push(Ack { key, value, revision });
+        acks.push(Ack {
+            key,
+            value,
+            revision,
+        });
     }
     check_unique_revisions(&acks);
     let leader_snaps = files_under(&cluster.data_dir(leader).join("snap"));
