@@ -254,6 +254,9 @@ pub struct Node {
     child: Option<Child>,
     /// How many times this node has been spawned.
     starts: u32,
+    /// Pass the configuration as `CAIRN_<FLAG>` environment variables
+    /// instead of flags (cairn only).
+    via_env: bool,
 }
 
 impl Node {
@@ -301,18 +304,30 @@ impl Node {
         if self.server == Server::Cairn {
             cmd.arg("serve");
         }
-        cmd.args(&self.args)
-            .arg(format!("--initial-cluster-state={state}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log handle"))
-            .stderr(log);
-        // Flags only: no inherited configuration from the environment.
+        // Flags only (or, with `via_env`, our variables only): nothing
+        // inherited from the caller's environment.
         for (key, _) in std::env::vars_os() {
             let key_str = key.to_string_lossy();
             if key_str.starts_with("CAIRN_") || key_str.starts_with("ETCD_") {
                 cmd.env_remove(&key);
             }
         }
+        let mut args = self.args.clone();
+        args.push(format!("--initial-cluster-state={state}"));
+        if self.via_env {
+            for arg in &args {
+                let (flag, value) = arg
+                    .strip_prefix("--")
+                    .and_then(|a| a.split_once('='))
+                    .unwrap_or_else(|| panic!("flag {arg:?} is not --name=value"));
+                cmd.env(flag_env_var(flag), value);
+            }
+        } else {
+            cmd.args(&args);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log);
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {:?}: {e}", self.server.binary()));
@@ -323,6 +338,8 @@ impl Node {
     fn stop(&mut self, sig: libc::c_int) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
         signal(child.id(), sig);
+        // A paused node must run to act on anything but SIGKILL.
+        signal(child.id(), libc::SIGCONT);
         let deadline = Instant::now() + EXIT_TIMEOUT;
         loop {
             if let Some(status) = child.try_wait().expect("try_wait") {
@@ -380,7 +397,21 @@ impl Cluster {
     /// Starts `n` nodes of `server` as one new cluster with `extra` flags on
     /// every node, and waits until each answers a linearizable read.
     pub fn start(server: Server, n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_with(server, n, extra, false)
+    }
+
+    /// Like [`Cluster::start`] for cairn, with every setting given as a
+    /// `CAIRN_<FLAG>` environment variable instead of a flag.
+    pub fn start_via_env(n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_with(Server::Cairn, n, extra, true)
+    }
+
+    fn start_with(server: Server, n: usize, extra: &[&str], via_env: bool) -> Cluster {
         assert!(n >= 1);
+        assert!(
+            !via_env || server == Server::Cairn,
+            "only cairn reads CAIRN_ variables"
+        );
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let initial_cluster = ports
             .iter()
@@ -418,6 +449,7 @@ impl Cluster {
                 server,
                 child: None,
                 starts: 0,
+                via_env,
             });
         }
         let mut cluster = Cluster { server, nodes };
@@ -498,6 +530,19 @@ impl Cluster {
         assert!(status.is_some(), "{} was not running", self.nodes[i].name);
     }
 
+    /// Freezes node `i` (SIGSTOP): its sockets stay open but it answers
+    /// nothing, like a node stuck in a long pause.
+    pub fn pause(&mut self, i: usize) {
+        let child = self.nodes[i].child.as_ref().expect("node is running");
+        signal(child.id(), libc::SIGSTOP);
+    }
+
+    /// Lets a paused node `i` run again (SIGCONT).
+    pub fn resume(&mut self, i: usize) {
+        let child = self.nodes[i].child.as_ref().expect("node is running");
+        signal(child.id(), libc::SIGCONT);
+    }
+
     /// SIGTERMs node `i` and returns its exit status.
     pub fn terminate(&mut self, i: usize) -> ExitStatus {
         self.nodes[i]
@@ -545,6 +590,11 @@ impl Drop for Cluster {
             eprintln!("{}", self.logs());
         }
     }
+}
+
+/// The environment variable for a flag: `data-dir` -> `CAIRN_DATA_DIR`.
+pub fn flag_env_var(flag: &str) -> String {
+    format!("CAIRN_{}", flag.to_uppercase().replace('-', "_"))
 }
 
 /// Lists files under `dir` recursively (for checks on a data dir's layout).
