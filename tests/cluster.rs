@@ -618,3 +618,77 @@ async fn recovery_from_snapshot_keeps_history_and_compaction() {
         "the revision counter goes on"
     );
 }
+
+/// etcdctl's `--cluster` forms find every member through MemberList's client
+/// URLs and dial each as `http://host:port`: three entries, one leader, and
+/// all agree on which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_cluster_views() {
+    for server in Server::reference_and_cairn() {
+        eprintln!("== running against {server:?}");
+        let cluster = block_in_place(|| Cluster::start(server, 3, &[]));
+        // Every node lists every member with its name, peer and client URLs
+        // (each member publishes its client URLs to the cluster).
+        for i in 0..3 {
+            let out = block_in_place(|| cluster.ctl(i, &["member", "list", "-w", "json"]));
+            let v: serde_json::Value = serde_json::from_str(out.ok()).expect("member list json");
+            let mut listed: Vec<(String, String, String)> = v["members"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|m| {
+                    (
+                        m["name"].as_str().unwrap_or("").to_string(),
+                        m["peerURLs"][0].as_str().unwrap_or("").to_string(),
+                        m["clientURLs"][0].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect();
+            listed.sort();
+            let want: Vec<(String, String, String)> = cluster
+                .nodes
+                .iter()
+                .map(|n| (n.name.clone(), n.peer_url(), n.client_url()))
+                .collect();
+            assert_eq!(listed, want, "[{server:?}] member list on n{}: {v}", i + 1);
+        }
+        let (health, status) = block_in_place(|| {
+            (
+                cluster.ctl(0, &["endpoint", "health", "--cluster"]),
+                cluster.ctl(0, &["endpoint", "status", "--cluster", "-w", "json"]),
+            )
+        });
+        assert!(health.success(), "[{server:?}] {health:#?}");
+        assert_eq!(
+            health.stderr.matches("is healthy").count(),
+            3,
+            "[{server:?}] {health:#?}"
+        );
+        assert!(
+            status.success(),
+            "[{server:?}] endpoint status --cluster: {status:#?}"
+        );
+        let status: serde_json::Value =
+            serde_json::from_str(&status.stdout).expect("endpoint status --cluster -w json");
+        let entries = status.as_array().cloned().unwrap_or_default();
+        assert_eq!(entries.len(), 3, "[{server:?}] {status}");
+        let leaders: BTreeSet<u64> = entries
+            .iter()
+            .filter_map(|e| e["Status"]["leader"].as_u64())
+            .collect();
+        assert_eq!(
+            leaders.len(),
+            1,
+            "[{server:?}] members disagree on the leader: {status}"
+        );
+        let leading = entries
+            .iter()
+            .filter(|e| e["Status"]["header"]["member_id"].as_u64() == leaders.first().copied())
+            .count();
+        assert_eq!(
+            leading, 1,
+            "[{server:?}] exactly one member leads: {status}"
+        );
+    }
+}

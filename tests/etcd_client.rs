@@ -395,3 +395,108 @@ async fn status_and_member_list() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn range_filters_and_put_flags() {
+    on_each_server(|s, mut c| async move {
+        // a: create 2, mod 5, version 2; b: 3/3; c: 4/4; d: 6/6.
+        for (k, v) in [
+            ("a", "a1"),
+            ("b", "b1"),
+            ("c", "c1"),
+            ("a", "a2"),
+            ("d", "d1"),
+        ] {
+            c.put(k, v, None).await.expect("put");
+        }
+        let keys = |r: &etcd_client::GetResponse| -> Vec<String> {
+            r.kvs()
+                .iter()
+                .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+                .collect()
+        };
+        let all = || GetOptions::new().with_all_keys();
+
+        let r = c
+            .get("", Some(all().with_min_mod_revision(4)))
+            .await
+            .expect("get");
+        assert_eq!(keys(&r), ["a", "c", "d"], "[{s:?}] min_mod_revision");
+        // The count is the range's, before the revision filters.
+        assert_eq!(r.count(), 4, "[{s:?}] count ignores the filters");
+        let r = c
+            .get("", Some(all().with_min_mod_revision(4).with_limit(2)))
+            .await
+            .expect("get");
+        assert_eq!(keys(&r), ["a", "c"], "[{s:?}] filter, then limit");
+        assert!(r.more(), "[{s:?}] more after filter and limit");
+        let r = c
+            .get("", Some(all().with_max_create_revision(3)))
+            .await
+            .expect("get");
+        assert_eq!(keys(&r), ["a", "b"], "[{s:?}] max_create_revision");
+        let r = c
+            .get(
+                "",
+                Some(all().with_min_create_revision(4).with_max_mod_revision(4)),
+            )
+            .await
+            .expect("get");
+        assert_eq!(keys(&r), ["c"], "[{s:?}] min_create and max_mod");
+        let r = c
+            .get(
+                "",
+                Some(
+                    all()
+                        .with_max_mod_revision(4)
+                        .with_sort(SortTarget::Create, SortOrder::Descend),
+                ),
+            )
+            .await
+            .expect("get");
+        assert_eq!(keys(&r), ["c", "b"], "[{s:?}] filter and sort");
+
+        // ignore_value keeps the value and bumps the version.
+        let r = c
+            .put("a", "", Some(PutOptions::new().with_ignore_value()))
+            .await
+            .expect("put ignore_value");
+        assert_eq!(rev(r.header()), 7, "[{s:?}]");
+        let r = c.get("a", None).await.expect("get");
+        let kv = &r.kvs()[0];
+        assert_eq!(
+            (kv.value(), kv.version(), kv.mod_revision()),
+            (&b"a2"[..], 3, 7),
+            "[{s:?}]"
+        );
+        let e = c
+            .put("missing", "", Some(PutOptions::new().with_ignore_value()))
+            .await
+            .expect_err("ignore_value on a missing key");
+        let status = grpc_status(s, e);
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "[{s:?}] {status:?}"
+        );
+        assert_eq!(status.message(), "etcdserver: key not found", "[{s:?}]");
+        let e = c
+            .put("missing", "v", Some(PutOptions::new().with_ignore_value()))
+            .await
+            .expect_err("ignore_value with a value");
+        let status = grpc_status(s, e);
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "[{s:?}] {status:?}"
+        );
+        assert_eq!(status.message(), "etcdserver: value is provided", "[{s:?}]");
+        let r = c.get("missing", None).await.expect("get");
+        assert_eq!(
+            (r.count(), rev(r.header())),
+            (0, 7),
+            "[{s:?}] nothing written"
+        );
+    })
+    .await;
+}

@@ -568,5 +568,39 @@ fn endpoint_status_health_and_member_list() {
             "[{:?}] {v}",
             c.server
         );
+        // Every response header carries the raft term, this one too.
+        assert_eq!(
+            v["header"]["raft_term"].as_u64(),
+            Some(term),
+            "[{:?}] member list header: {v}",
+            c.server
+        );
+    });
+}
+
+/// `--endpoints` in URL form (`http://127.0.0.1:port`), as most users and
+/// `--cluster` write it. Maintenance.Status dials the endpoint by itself, and
+/// etcdctl 3.4 then sends the whole URL as the HTTP/2 `:authority`.
+#[test]
+fn endpoint_status_with_url_endpoints() {
+    on_each_server(|c| {
+        let url = c.node(0).client_url();
+        let out = support::cluster::etcdctl(&url, &["put", "a", "1"]);
+        assert_eq!(out.ok(), "OK\n", "[{:?}]", c.server);
+        let out = support::cluster::etcdctl(&url, &["get", "a"]);
+        assert_eq!(out.ok(), "a\n1\n", "[{:?}]", c.server);
+        let out = support::cluster::etcdctl(&url, &["endpoint", "status", "-w", "json"]);
+        assert!(
+            out.success() && !out.stderr.contains("Failed"),
+            "[{:?}] endpoint status with --endpoints={url}: {out:#?}",
+            c.server
+        );
+        let v: Value = serde_json::from_str(&out.stdout).expect("json");
+        assert_eq!(v[0]["Endpoint"], url.as_str(), "[{:?}] {v}", c.server);
+        assert_eq!(
+            v[0]["Status"]["header"]["revision"], 2,
+            "[{:?}] {v}",
+            c.server
+        );
     });
 }

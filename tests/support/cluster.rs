@@ -588,6 +588,20 @@ impl Drop for Cluster {
         if std::thread::panicking() {
             eprintln!("\n===== {:?} cluster logs (test failed) =====", self.server);
             eprintln!("{}", self.logs());
+            return;
+        }
+        // A panic inside cairn is a bug even when the cluster coped with it.
+        if self.server == Server::Cairn {
+            for node in &self.nodes {
+                let log = std::fs::read_to_string(node.log_path()).unwrap_or_default();
+                if log.contains("panicked at") {
+                    panic!(
+                        "{} panicked during the test\n{}",
+                        node.name,
+                        node.log_tail()
+                    );
+                }
+            }
         }
     }
 }
