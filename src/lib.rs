@@ -21,6 +21,7 @@ pub mod disk;
 pub mod error;
 pub mod mvcc;
 pub mod node;
+pub mod planted;
 pub mod proto;
 pub mod server;
 pub mod snap;

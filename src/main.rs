@@ -119,6 +119,7 @@ struct ServeArgs {
 }
 
 impl ServeArgs {
+    #[cfg_attr(madsim, allow(dead_code))]
     fn config(&self) -> Result<ServerConfig, ConfigError> {
         let urls = |v: &str| {
             split_list(v)
@@ -152,6 +153,7 @@ impl ServeArgs {
             quota_backend_bytes: self.quota_backend_bytes,
             max_request_bytes: self.max_request_bytes,
             max_txn_ops: self.max_txn_ops,
+            tick_interval: cairn::server::raft_loop::TICK,
         })
     }
 }

@@ -126,8 +126,38 @@ impl MemDisk {
 
     /// Simulates power loss: keeps only what was made durable.
     pub fn crash(&self) {
+        self.crash_with(|_, _, _| Vec::new());
+    }
+
+    /// Simulates power loss where the device may have written some of what
+    /// was never synced. Directory changes since the last `sync_dir` are lost.
+    /// For every surviving file whose unsynced change is an append, `tail` is
+    /// called with the file name, the durable length and the unsynced bytes,
+    /// and returns what the file holds past its durable length after the
+    /// crash: nothing (lost), all of it (kept), a prefix, or a prefix followed
+    /// by garbage (a torn sector). Any other unsynced change (a truncation)
+    /// is lost.
+    pub fn crash_with(&self, mut tail: impl FnMut(&str, usize, &[u8]) -> Vec<u8>) {
         let mut state = self.lock();
         state.names = state.durable_names.clone();
+        let names: Vec<(String, u64)> = state.names.iter().map(|(n, i)| (n.clone(), *i)).collect();
+        for (name, ino) in names {
+            let inode = state
+                .inodes
+                .get_mut(&ino)
+                .expect("every name points at an inode");
+            let durable_len = inode.durable.len();
+            let after = if inode.data.len() > durable_len && inode.data.starts_with(&inode.durable)
+            {
+                tail(&name, durable_len, &inode.data[durable_len..])
+            } else {
+                Vec::new()
+            };
+            inode.data = inode.durable.clone();
+            inode.data.extend_from_slice(&after);
+            // What survived the crash is what the disk now holds.
+            inode.durable = inode.data.clone();
+        }
         for inode in state.inodes.values_mut() {
             inode.data = inode.durable.clone();
         }
@@ -257,6 +287,23 @@ mod tests {
         d.crash();
         assert_eq!(d.list().unwrap(), vec!["a".to_string()]);
         assert_eq!(d.read("a").unwrap(), b"hello");
+    }
+
+    #[test]
+    fn crash_with_can_keep_or_tear_an_unsynced_tail() {
+        let mut d = MemDisk::new();
+        d.create("a").unwrap();
+        d.append("a", b"synced").unwrap();
+        d.sync("a").unwrap();
+        d.sync_dir().unwrap();
+        d.append("a", b"-unsynced").unwrap();
+        d.crash_with(|name, durable_len, tail| {
+            assert_eq!((name, durable_len, tail), ("a", 6, &b"-unsynced"[..]));
+            let mut torn = tail[..3].to_vec();
+            torn.extend_from_slice(b"??");
+            torn
+        });
+        assert_eq!(d.read("a").unwrap(), b"synced-un??");
     }
 
     #[test]

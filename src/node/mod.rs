@@ -60,6 +60,7 @@ mod logger;
 pub use log_store::LogStore;
 
 use crate::mvcc::{self, Store};
+use crate::planted::{self, Bug};
 use crate::proto::cairnpb::{raft_request::Request, RaftRequest};
 use crate::proto::etcdserverpb::{
     CompactionResponse, DeleteRangeResponse, PutResponse, RangeRequest, RangeResponse,
@@ -112,6 +113,9 @@ pub enum NodeError {
     /// No leader is known, so the proposal could not be forwarded.
     #[error("etcdserver: no leader")]
     NoLeader,
+    /// The leader changed while a linearizable read waited for its read index.
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
 }
 
 /// A reply to the request the driver tagged with `id`.
@@ -151,6 +155,8 @@ pub struct NodeStatus {
     pub applied: u64,
     pub revision: i64,
     pub is_leader: bool,
+    /// Approximate bytes of the store.
+    pub db_size: u64,
 }
 
 /// What recovery hands a node: the state on disk.
@@ -196,6 +202,8 @@ pub struct Node {
     snapshot_to_save: Option<Snapshot>,
     /// The raft Ready handed out and not yet persisted.
     pending: Option<raft::Ready>,
+    /// The leader as of the last soft-state change (0: none known).
+    leader: u64,
 }
 
 impl std::fmt::Debug for Node {
@@ -212,6 +220,16 @@ impl Node {
     /// member). Fails if raft-rs rejects the configuration.
     pub fn new(cfg: NodeConfig, rec: Recovery) -> raft::Result<Self> {
         let snapshot_index = rec.snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
+        let replay_twice: Vec<Entry> = if planted::active(Bug::ApplyTwiceAfterRestart) {
+            let commit = rec.hard_state.commit;
+            rec.entries
+                .iter()
+                .filter(|e| e.index > snapshot_index && e.index <= commit)
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
         let store = LogStore::recovered(
             cfg.voters.clone(),
             rec.snapshot,
@@ -238,7 +256,7 @@ impl Node {
         if cfg.voters == [cfg.id] {
             raw.campaign()?;
         }
-        Ok(Self {
+        let mut node = Self {
             raw,
             kv: rec.store.with_max_txn_ops(cfg.max_txn_ops),
             cfg,
@@ -253,7 +271,15 @@ impl Node {
             replies: Vec::new(),
             snapshot_to_save: None,
             pending: None,
-        })
+            leader: 0,
+        };
+        for entry in replay_twice {
+            // Planted bug: raft will deliver these entries again.
+            if let Ok(req) = RaftRequest::decode(entry.data.clone()) {
+                let _ = node.apply_request(req.request);
+            }
+        }
+        Ok(node)
     }
 
     /// Advances logical time by one tick.
@@ -304,7 +330,7 @@ impl Node {
     /// Reads a range: at once from local state if `serializable`, else after
     /// a ReadIndex confirms this member has every committed write.
     pub fn read(&mut self, id: u64, request: RangeRequest) {
-        if request.serializable {
+        if request.serializable || planted::active(Bug::ReadsWithoutReadIndex) {
             let result = self.range(&request);
             self.replies.push(Reply { id, result });
         } else {
@@ -348,6 +374,21 @@ impl Node {
             return None;
         }
         let mut rd = self.raw.ready();
+        if let Some(ss) = rd.ss() {
+            if ss.leader_id != self.leader {
+                self.leader = ss.leader_id;
+                // A ReadIndex sent to the old leader will not be answered.
+                for (id, _) in std::mem::take(&mut self.reads_in_flight)
+                    .into_values()
+                    .flat_map(|(_, r)| r)
+                {
+                    self.replies.push(Reply {
+                        id,
+                        result: Err(NodeError::LeaderChanged),
+                    });
+                }
+            }
+        }
         for rs in rd.take_read_states() {
             let ctx = rs.request_ctx.as_slice().try_into().map(u64::from_le_bytes);
             if let Some((_, reads)) = ctx.ok().and_then(|c| self.reads_in_flight.remove(&c)) {
@@ -419,6 +460,7 @@ impl Node {
             applied: self.applied,
             revision: self.kv.current_revision(),
             is_leader: raft.state == StateRole::Leader,
+            db_size: self.kv.approx_bytes(),
         }
     }
 

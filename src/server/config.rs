@@ -33,6 +33,9 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Most ops in one txn branch.
     pub max_txn_ops: usize,
+    /// Wall time per raft tick ([`super::raft_loop::TICK`] unless a
+    /// simulation skews a member's clock).
+    pub tick_interval: std::time::Duration,
 }
 
 /// Whether this member starts a new cluster or rejoins an existing one.

@@ -129,6 +129,7 @@ pub async fn serve_on<D: Disk + 'static>(
         transport,
         waiting: BTreeMap::new(),
         next_id: ((me.id & 0xffff) << 48) | ((seed >> 20) & 0xff_ffff_ffff) << 8,
+        tick_interval: cfg.tick_interval,
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -14,6 +14,7 @@ use crate::disk::Disk;
 use crate::mvcc::{self, HashKv};
 use crate::node::convert::{entry_to_wal, hard_state_to_wal, snapshot_to_file};
 use crate::node::{Node, NodeError, NodeStatus, Response};
+use crate::planted::{self, Bug};
 use crate::proto::cairnpb::raft_request::Request;
 use crate::proto::etcdserverpb::RangeRequest;
 use crate::snap::SnapStore;
@@ -56,6 +57,8 @@ pub struct RaftLoop<D: Disk> {
     /// The next request ID. IDs start from the member ID and the wall clock
     /// (as etcd's do) so they never repeat across restarts.
     pub next_id: u64,
+    /// Wall time per tick.
+    pub tick_interval: Duration,
 }
 
 impl<D: Disk> RaftLoop<D> {
@@ -67,11 +70,15 @@ impl<D: Disk> RaftLoop<D> {
         mut peers: mpsc::Receiver<PeerEvent>,
         mut shutdown: watch::Receiver<bool>,
     ) -> crate::Result<()> {
-        let mut ticker = tokio::time::interval(TICK);
+        let mut ticker = tokio::time::interval(self.tick_interval);
         let mut ticks: u64 = 0;
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
+                    if planted::active(Bug::AckBeforeFsync) {
+                        // The planted bug's deferred fsync.
+                        self.wal.sync()?;
+                    }
                     self.node.tick();
                     ticks += 1;
                     if ticks.is_multiple_of(10) {
@@ -153,9 +160,12 @@ impl<D: Disk> RaftLoop<D> {
                 self.wal.append(&entries)?;
             }
             if let Some(hs) = &rd.hard_state {
-                self.wal.set_hard_state(hard_state_to_wal(hs))?;
+                if !planted::active(Bug::SkipHardStateSync) {
+                    self.wal.set_hard_state(hard_state_to_wal(hs))?;
+                }
             }
-            if rd.must_sync {
+            // Planted bug: acknowledge now, fsync at the next tick.
+            if rd.must_sync && !planted::active(Bug::AckBeforeFsync) {
                 self.wal.sync()?;
             }
             let more = self.node.persisted();

@@ -62,7 +62,7 @@ fn mvcc_status(e: mvcc::Error) -> Status {
 fn node_status(e: NodeError) -> Status {
     match e {
         NodeError::Mvcc(e) => mvcc_status(e),
-        NodeError::NoLeader => Status::unavailable(e.to_string()),
+        NodeError::NoLeader | NodeError::LeaderChanged => Status::unavailable(e.to_string()),
     }
 }
 
@@ -196,6 +196,8 @@ impl Maintenance for MaintenanceService {
             header: self.0.header(s.revision, s.term),
             version: VERSION.to_string(),
             leader: s.leader,
+            db_size: s.db_size as i64,
+            db_size_in_use: s.db_size as i64,
             raft_index: s.commit,
             raft_term: s.term,
             raft_applied_index: s.applied,
