@@ -380,9 +380,11 @@ async fn sigterm_exits_zero_and_restart_keeps_data() {
 }
 
 /// The messages etcd answers a write or a linearizable read with when it has
-/// no quorum (all `Unavailable`).
-const NO_QUORUM_MESSAGES: [&str; 3] = [
+/// no quorum (all `Unavailable`). "leader changed" is what a read pending on a
+/// leader that then stepped down gets.
+const NO_QUORUM_MESSAGES: [&str; 4] = [
     "etcdserver: no leader",
+    "etcdserver: leader changed",
     "etcdserver: request timed out",
     "etcdserver: request timed out, possibly due to previous leader failure",
 ];
