@@ -694,3 +694,59 @@ async fn etcdctl_cluster_views() {
         );
     }
 }
+
+/// A write acknowledged by one node is seen by a linearizable read through
+/// any other node straight after, with a revision at least the write's; the
+/// same through a txn (its compare sees the write too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_visible_through_every_node() {
+    for server in Server::reference_and_cairn() {
+        eprintln!("== running against {server:?}");
+        let cluster = block_in_place(|| Cluster::start(server, 3, &[]));
+        let mut clients = Vec::new();
+        for i in 0..3 {
+            clients.push(connect(&cluster.node(i).client_url()).await);
+        }
+        for round in 0..60usize {
+            let (w, r) = (round % 3, (round + 1 + round / 3 % 2) % 3);
+            let value = format!("round {round}");
+            let put = clients[w]
+                .put("rw", value.clone(), None)
+                .await
+                .unwrap_or_else(|e| panic!("[{server:?}] put via n{}: {e:?}", w + 1));
+            let put_rev = put.header().map(|h| h.revision()).unwrap_or(0);
+            let got = clients[r]
+                .get("rw", None)
+                .await
+                .unwrap_or_else(|e| panic!("[{server:?}] get via n{}: {e:?}", r + 1));
+            assert_eq!(
+                got.kvs().first().map(|kv| kv.value()),
+                Some(value.as_bytes()),
+                "[{server:?}] round {round}: n{} acknowledged a write that a linearizable read \
+                 through n{} did not see",
+                w + 1,
+                r + 1
+            );
+            assert!(
+                got.header().map(|h| h.revision()).unwrap_or(0) >= put_rev,
+                "[{server:?}] round {round}"
+            );
+            let txn = etcd_client::Txn::new()
+                .when([etcd_client::Compare::mod_revision(
+                    "rw",
+                    etcd_client::CompareOp::Equal,
+                    put_rev,
+                )])
+                .and_then([etcd_client::TxnOp::put("rw-seen", value.clone(), None)]);
+            let t = clients[(r + 1) % 3]
+                .txn(txn)
+                .await
+                .unwrap_or_else(|e| panic!("[{server:?}] txn: {e:?}"));
+            assert!(
+                t.succeeded(),
+                "[{server:?}] round {round}: a txn through n{} compared against a stale mod revision",
+                (r + 1) % 3 + 1
+            );
+        }
+    }
+}
