@@ -1,2 +1,3 @@
 //! Code shared by integration tests (and the fuzz targets, by path).
+pub mod cluster;
 pub mod model;
