@@ -92,7 +92,6 @@ impl<D: Disk> RaftLoop<D> {
                     if ticks.is_multiple_of(10) {
                         // Drop the senders of clients that gave up (timed out).
                         self.waiting.retain(|_, tx| !tx.is_closed());
-                        self.publish();
                     }
                 }
                 cmd = commands.recv() => {
@@ -117,6 +116,7 @@ impl<D: Disk> RaftLoop<D> {
                 }
                 _ = shutdown.changed() => break,
             }
+            self.publish();
             self.process()?;
         }
         self.wal.sync()?;
@@ -149,7 +149,8 @@ impl<D: Disk> RaftLoop<D> {
 
     /// Proposes this member's attributes (name, client URLs) until the
     /// cluster has applied them once, as etcd's publish does, so MemberList
-    /// on any member can show them. Retried every 10 ticks while it fails.
+    /// on any member can show them. Proposed as soon as a leader is known;
+    /// proposed again if it fails.
     fn publish(&mut self) {
         if self.published || self.publish_id.is_some() || self.node.status().leader == 0 {
             return;
