@@ -21,7 +21,9 @@
 //!    whose state does not decode is corruption: recovery stops and names it.
 //! 3. Open the WAL from the snapshot's index: every entry after it comes back,
 //!    with the last hard state. A torn tail of the last segment is cut off; any
-//!    other damage stops recovery with the file and offset.
+//!    other damage stops recovery with the file and offset. If the snapshot is
+//!    ahead of the log (its marker was in a torn tail), the marker is written
+//!    again, so the log continues right after the snapshot.
 //!
 //! Re-applying the returned entries to the store is the node's job: only the
 //! node knows what an entry's data means (see issue #3).
@@ -64,7 +66,18 @@ pub fn recover<D: Disk>(
         None => Store::new(),
     };
     let from_index = loaded.snapshot.as_ref().map_or(0, |(_, s)| s.meta.index);
-    let (wal, wal_recovered) = Wal::open(wal_disk, wal_opts, from_index)?;
+    let (mut wal, wal_recovered) = Wal::open(wal_disk, wal_opts, from_index)?;
+    if let Some((_, snap)) = &loaded.snapshot {
+        if snap.meta.index > wal.last_index() {
+            // The snapshot is durable but its WAL marker was lost with an
+            // unsynced tail: mark it now, so the log continues after it.
+            wal.mark_snapshot(crate::wal::SnapshotMarker {
+                index: snap.meta.index,
+                term: snap.meta.term,
+            })?;
+            wal.sync()?;
+        }
+    }
     Ok((
         wal,
         snaps,

@@ -38,6 +38,8 @@ pub struct Swarm {
     pub partitions: bool,
     /// Extra network latency (up to 50 ms per message).
     pub latency: bool,
+    /// The peer transport drops up to 10% of raft messages.
+    pub message_drops: bool,
     /// Crash a member (kill) and restart it after a while.
     pub crashes: bool,
     /// Crash every member at once (a power cut), restart them all.
@@ -62,6 +64,7 @@ impl Swarm {
         Self {
             partitions: on(),
             latency: on(),
+            message_drops: on(),
             crashes: on(),
             power_loss: on(),
             torn_writes: on(),
@@ -77,6 +80,7 @@ impl Swarm {
         let all = [
             (self.partitions, "partitions"),
             (self.latency, "latency"),
+            (self.message_drops, "message-drops"),
             (self.crashes, "crashes"),
             (self.power_loss, "power-loss"),
             (self.torn_writes, "torn-writes"),

@@ -142,7 +142,7 @@ struct Shared {
     stopped: Mutex<BTreeMap<usize, String>>,
 }
 
-fn server_config(i: usize, members: usize, skew: f64) -> ServerConfig {
+fn server_config(i: usize, members: usize, skew: f64, drop_rate: f64) -> ServerConfig {
     let initial_cluster = (0..members)
         .map(|j| (format!("n{j}"), vec![format!("http://{}:2380", ip(j))]))
         .collect();
@@ -161,6 +161,7 @@ fn server_config(i: usize, members: usize, skew: f64) -> ServerConfig {
         max_request_bytes: 1_572_864,
         max_txn_ops: 128,
         tick_interval: Duration::from_secs_f64(0.1 * skew),
+        peer_drop_rate: drop_rate,
     }
 }
 
@@ -169,10 +170,10 @@ fn start_member(
     i: usize,
     members: usize,
     disks: Disks,
-    skew: f64,
+    (skew, drop_rate): (f64, f64),
     shared: Arc<Shared>,
 ) -> NodeHandle {
-    let cfg = server_config(i, members, skew);
+    let cfg = server_config(i, members, skew, drop_rate);
     handle
         .create_node()
         .name(format!("n{i}"))
@@ -463,6 +464,8 @@ impl Nemesis {
                         self.note(format!("partition {side:?}"));
                     }
                     1 => {
+                        // The leader when it can be found, else anyone.
+                        let m = leader(n).await.unwrap_or(m);
                         net.clog_node(self.members[m].id());
                         self.note(format!("isolate n{m}"));
                     }
@@ -582,6 +585,23 @@ impl Nemesis {
     }
 }
 
+/// The member that is leader now, asked of each member in turn.
+async fn leader(members: usize) -> Option<usize> {
+    let mut ids = Vec::new();
+    let mut leader_id = 0;
+    for m in 0..members {
+        let mut client = MaintenanceClient::new(connect(m).await?);
+        let status = timeout(Duration::from_secs(1), client.status(StatusRequest {}))
+            .await
+            .ok()?
+            .ok()?;
+        let status = status.into_inner();
+        ids.push(status.header.map_or(0, |h| h.member_id));
+        leader_id = leader_id.max(status.leader);
+    }
+    ids.iter().position(|&id| id == leader_id && id != 0)
+}
+
 /// What a crash leaves of a file's unsynced tail (FoundationDB's
 /// AsyncFileNonDurable model): lost, kept, or torn at a 512-byte or 4 KiB
 /// boundary with garbage in the torn sector.
@@ -641,12 +661,17 @@ pub async fn scenario(opts: Options) -> Outcome {
             } else {
                 1.0
             };
+            let drops = if swarm.message_drops {
+                rng.gen_range(0.0..0.1)
+            } else {
+                0.0
+            };
             start_member(
                 &handle,
                 i,
                 opts.members,
                 disks[i].clone(),
-                skew,
+                (skew, drops),
                 shared.clone(),
             )
         })
@@ -782,26 +807,29 @@ async fn final_checks(
         };
         let mut c = KvClient::new(ch);
         for key in KEYS {
-            let call = Call::Get {
-                key: key.to_string(),
-            };
-            let invoke = start.elapsed().as_nanos() as u64;
-            let ret = match timeout(Duration::from_secs(5), perform(&mut c, &call)).await {
-                Ok(Ok(r)) => r,
-                _ => {
-                    return Err(Failure::Liveness(format!(
-                        "final read of {key} on n{m} failed"
-                    )))
+            // A read may be lost in transit and time out; a client retries.
+            let mut answered = None;
+            for _ in 0..3 {
+                let call = Call::Get {
+                    key: key.to_string(),
+                };
+                let invoke = start.elapsed().as_nanos() as u64;
+                if let Ok(Ok(ret)) = timeout(Duration::from_secs(5), perform(&mut c, &call)).await {
+                    let complete = Some(start.elapsed().as_nanos() as u64);
+                    answered = Some(Op {
+                        client: 1000 + m as u32,
+                        invoke,
+                        complete,
+                        call,
+                        ret,
+                    });
+                    break;
                 }
-            };
-            let complete = Some(start.elapsed().as_nanos() as u64);
-            shared.history.lock().expect("lock").push(Op {
-                client: 1000 + m as u32,
-                invoke,
-                complete,
-                call,
-                ret,
-            });
+            }
+            let op = answered.ok_or_else(|| {
+                Failure::Liveness(format!("final read of {key} on n{m} failed 3 times"))
+            })?;
+            shared.history.lock().expect("lock").push(op);
         }
     }
     agree(&serving).await

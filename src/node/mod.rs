@@ -43,11 +43,13 @@
 //! Reads that arrive between two `ready` calls share one ReadIndex request
 //! (its context is a batch number). When raft returns the read index, the
 //! batch waits until the applied index reaches it, then every read in it is
-//! answered from the store. A batch whose ReadIndex got lost (a leader change)
-//! is re-issued after two election timeouts.
+//! answered from the store. A batch whose ReadIndex got lost (a dropped
+//! message, a leader change) is re-issued after an election timeout.
 //!
 //! # Invariants
 //!
+//! - The term never goes back and a vote never changes within a term (checked
+//!   on every hard state raft hands out, before it is persisted).
 //! - `applied <= committed`, and entries are applied exactly once, in order:
 //!   `applied` only moves forward by one entry at a time, or jumps to a
 //!   snapshot's index when one is installed.
@@ -297,8 +299,9 @@ impl Node {
     pub fn tick(&mut self) {
         self.raw.tick();
         self.ticks += 1;
-        // A ReadIndex lost to a leader change is never answered: retry it.
-        let stale_after = 2 * self.cfg.election_tick as u64;
+        // A ReadIndex lost in transit or to a leader change is never
+        // answered: retry it after an election timeout.
+        let stale_after = self.cfg.election_tick as u64;
         let stale: Vec<u64> = self
             .reads_in_flight
             .iter()
@@ -415,6 +418,22 @@ impl Node {
         self.raw.mut_store().append(&entries);
         let hard_state = rd.hs().cloned();
         if let Some(hs) = &hard_state {
+            let old = self.raw.store().hard_state();
+            // Raft's safety rests on these: a term never goes back, and a vote
+            // cast in a term is never changed within it.
+            assert!(
+                hs.term >= old.term,
+                "term went back from {} to {}",
+                old.term,
+                hs.term
+            );
+            assert!(
+                hs.term > old.term || old.vote == 0 || hs.vote == old.vote,
+                "vote changed within term {} from {} to {}",
+                hs.term,
+                old.vote,
+                hs.vote
+            );
             self.raw.mut_store().set_hard_state(hs.clone());
         }
         let out = Ready {
@@ -523,6 +542,14 @@ impl Node {
     }
 
     fn apply(&mut self, entries: Vec<Entry>) {
+        if let Some(last) = entries.last() {
+            let committed = self.raw.raft.raft_log.committed;
+            assert!(
+                last.index <= committed,
+                "applying {} past the commit index {committed}",
+                last.index
+            );
+        }
         for entry in entries {
             assert_eq!(
                 entry.index,

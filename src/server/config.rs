@@ -36,6 +36,10 @@ pub struct ServerConfig {
     /// Wall time per raft tick ([`super::raft_loop::TICK`] unless a
     /// simulation skews a member's clock).
     pub tick_interval: std::time::Duration,
+    /// Fraction of outgoing raft messages the transport drops on purpose.
+    /// Always 0 outside the simulator, which raises it to test that raft
+    /// copes with a lossy transport.
+    pub peer_drop_rate: f64,
 }
 
 /// Whether this member starts a new cluster or rejoins an existing one.

@@ -121,7 +121,13 @@ pub async fn serve_on<D: Disk + 'static>(
         .filter(|m| m.id != me.id)
         .map(|m| (m.id, m.peer_urls[0].clone()))
         .collect();
-    let transport = Transport::start(peer_urls, peer_tx.clone());
+    let transport = Transport::start(
+        peer_urls,
+        peer_tx.clone(),
+        cfg.peer_drop_rate,
+        splitmix(seed ^ 0xd809),
+    );
+    let resets = transport.resets();
     let raft_loop = RaftLoop {
         node,
         wal,
@@ -154,6 +160,7 @@ pub async fn serve_on<D: Disk + 'static>(
     for addr in cfg.listen_peer.iter().copied() {
         let svc = PeerServer::new(PeerService {
             events: peer_tx.clone(),
+            resets: resets.clone(),
         })
         .max_decoding_message_size(usize::MAX);
         let mut stop = stop_rx.clone();

@@ -17,8 +17,9 @@ use crate::proto::cairnpb::{PeerAck, PeerMessage};
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 /// Messages queued per peer before new ones are dropped.
 pub const PEER_QUEUE: usize = 4096;
@@ -37,26 +38,65 @@ pub enum PeerEvent {
 #[derive(Default)]
 pub struct Transport {
     peers: BTreeMap<u64, mpsc::Sender<Message>>,
+    /// Per peer: wakes its sender to drop its stream and reconnect.
+    resets: Resets,
+    /// Messages dropped on purpose, per 2^32 (simulation only; 0 otherwise).
+    drop_per_2_32: u64,
+    /// splitmix64 state for the drops.
+    rng: u64,
 }
 
 impl Transport {
     /// Starts a sender task for every peer (`id`, peer URL).
-    pub fn start(peers: Vec<(u64, String)>, events: mpsc::Sender<PeerEvent>) -> Self {
+    pub fn start(
+        peers: Vec<(u64, String)>,
+        events: mpsc::Sender<PeerEvent>,
+        drop_rate: f64,
+        seed: u64,
+    ) -> Self {
         let mut out = BTreeMap::new();
+        let mut resets = BTreeMap::new();
         for (id, url) in peers {
             let (tx, rx) = mpsc::channel(PEER_QUEUE);
-            tokio::spawn(sender(id, url, rx, events.clone()));
+            let reset = Arc::new(Notify::new());
+            tokio::spawn(sender(id, url, rx, events.clone(), reset.clone()));
             out.insert(id, tx);
+            resets.insert(id, reset);
         }
-        Self { peers: out }
+        Self {
+            peers: out,
+            resets: Arc::new(resets),
+            drop_per_2_32: (drop_rate.clamp(0.0, 1.0) * f64::from(u32::MAX)) as u64,
+            rng: seed,
+        }
+    }
+
+    /// The handles [`PeerService`] uses to make a sender reconnect.
+    pub fn resets(&self) -> Resets {
+        self.resets.clone()
+    }
+
+    /// Whether to drop the next message (only when a drop rate is set).
+    fn drop_one(&mut self) -> bool {
+        if self.drop_per_2_32 == 0 {
+            return false;
+        }
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) & 0xffff_ffff) < self.drop_per_2_32
     }
 
     /// Queues messages for their peers; returns the peers whose queue was
     /// full or closed.
-    pub fn send(&self, messages: Vec<Message>) -> Vec<u64> {
+    pub fn send(&mut self, messages: Vec<Message>) -> Vec<u64> {
         let mut unreachable = Vec::new();
         for m in messages {
             let to = m.to;
+            if self.drop_one() {
+                continue;
+            }
             if let Some(tx) = self.peers.get(&to) {
                 if tx.try_send(m).is_err() {
                     unreachable.push(to);
@@ -67,19 +107,28 @@ impl Transport {
     }
 }
 
+/// Per-peer signals that make a sender drop its stream and reconnect.
+pub type Resets = Arc<BTreeMap<u64, Arc<Notify>>>;
+
+/// How long a connect, or handing one message to the stream, may take before
+/// the stream is presumed dead and rebuilt. A peer that died without closing
+/// its connection (a crash, a partition) would otherwise swallow messages for
+/// as long as flow control allows.
+const PEER_IO_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// One peer's sender: connect, stream, reconnect with backoff.
 async fn sender(
     id: u64,
     url: String,
     mut rx: mpsc::Receiver<Message>,
     events: mpsc::Sender<PeerEvent>,
+    reset: Arc<Notify>,
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        let client = match PeerClient::connect(url.clone()).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!(peer = id, error = %e, "peer connect failed");
+        let client = match connect(&url).await {
+            Some(c) => c,
+            None => {
                 let _ = events.try_send(PeerEvent::Unreachable(id));
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -89,27 +138,41 @@ async fn sender(
             }
         };
         backoff = Duration::from_millis(50);
-        if stream(client, &mut rx, id, &events).await.is_none() {
+        if stream(client, &mut rx, id, &events, &reset).await.is_none() {
             return; // the event loop is gone
         }
         let _ = events.try_send(PeerEvent::Unreachable(id));
     }
 }
 
-/// Streams messages to a connected peer until the stream breaks (returns
-/// `Some`) or the event loop drops the queue (returns `None`).
+async fn connect(url: &str) -> Option<PeerClient<tonic::transport::Channel>> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .ok()?
+        .connect_timeout(PEER_IO_TIMEOUT);
+    match tokio::time::timeout(PEER_IO_TIMEOUT, endpoint.connect()).await {
+        Ok(Ok(channel)) => Some(PeerClient::new(channel)),
+        _ => None,
+    }
+}
+
+/// Streams messages to a connected peer until the stream breaks, stalls or
+/// is reset (returns `Some`) or the event loop drops the queue (`None`).
 async fn stream(
     mut client: PeerClient<tonic::transport::Channel>,
     rx: &mut mpsc::Receiver<Message>,
     id: u64,
     events: &mpsc::Sender<PeerEvent>,
+    reset: &Notify,
 ) -> Option<()> {
-    let (tx, out_rx) = mpsc::channel::<PeerMessage>(64);
-    let mut out_rx = out_rx;
+    let (tx, mut out_rx) = mpsc::channel::<PeerMessage>(64);
     let outgoing = futures::stream::poll_fn(move |cx| out_rx.poll_recv(cx));
     let call = tokio::spawn(async move { client.stream(outgoing).await });
-    loop {
-        let msg = rx.recv().await?;
+    let result = loop {
+        let msg = tokio::select! {
+            msg = rx.recv() => msg,
+            () = reset.notified() => break Some(()),
+        };
+        let Some(msg) = msg else { break None };
         let is_snapshot = msg.get_msg_type() == MessageType::MsgSnapshot;
         let data = match msg.write_to_bytes() {
             Ok(d) => d,
@@ -118,21 +181,27 @@ async fn stream(
                 continue;
             }
         };
-        let ok = tx.send(PeerMessage { data: data.into() }).await.is_ok();
+        let sent =
+            tokio::time::timeout(PEER_IO_TIMEOUT, tx.send(PeerMessage { data: data.into() })).await;
+        let ok = matches!(sent, Ok(Ok(())));
         if is_snapshot {
             let _ = events.try_send(PeerEvent::SnapshotSent { to: id, ok });
         }
         if !ok || call.is_finished() {
-            call.abort();
-            return Some(());
+            break Some(());
         }
-    }
+    };
+    call.abort();
+    result
 }
 
 /// Serves incoming peer streams.
 pub struct PeerService {
     /// Into the event loop.
     pub events: mpsc::Sender<PeerEvent>,
+    /// A peer that opens a new stream to us has (re)started or lost its old
+    /// connection; our stream to it may be dead too, so it is rebuilt.
+    pub resets: Resets,
 }
 
 #[tonic::async_trait]
@@ -142,9 +211,15 @@ impl Peer for PeerService {
         request: tonic::Request<tonic::Streaming<PeerMessage>>,
     ) -> Result<tonic::Response<PeerAck>, tonic::Status> {
         let mut stream = request.into_inner();
+        let mut first = true;
         while let Some(m) = stream.message().await? {
             let msg = Message::parse_from_bytes(&m.data)
                 .map_err(|e| tonic::Status::invalid_argument(format!("bad raft message: {e}")))?;
+            if std::mem::take(&mut first) {
+                if let Some(reset) = self.resets.get(&msg.from) {
+                    reset.notify_one();
+                }
+            }
             if self
                 .events
                 .send(PeerEvent::Message(Box::new(msg)))
