@@ -13,6 +13,8 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod config;
+#[cfg(not(madsim))]
+pub mod h2shim;
 pub mod peer;
 pub mod raft_loop;
 pub mod services;
@@ -49,6 +51,11 @@ pub enum ServeError {
         addr: std::net::SocketAddr,
         source: tonic::transport::Error,
     },
+    #[error("bind {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Bytes of gRPC framing allowed above `--max-request-bytes`, as in etcd, so an
@@ -78,6 +85,37 @@ fn splitmix(seed: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// Serves the client services on `addr` until `shutdown` resolves. On real
+/// sockets the connections pass through [`h2shim`], which repairs the
+/// `:authority` header etcdctl's per-endpoint dials send.
+#[cfg(not(madsim))]
+async fn serve_clients(
+    addr: std::net::SocketAddr,
+    router: tonic::transport::server::Router,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    h2shim::serve(listener, router, shutdown)
+        .await
+        .map_err(|source| ServeError::Listen { addr, source })
+}
+
+/// Serves the client services on `addr` until `shutdown` resolves: under the
+/// simulator, plain tonic on madsim's network.
+#[cfg(madsim)]
+async fn serve_clients(
+    addr: std::net::SocketAddr,
+    router: tonic::transport::server::Router,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    router
+        .serve_with_shutdown(addr, shutdown)
+        .await
+        .map_err(|source| ServeError::Listen { addr, source })
 }
 
 /// [`serve`] on the given disks, with randomness drawn from `seed`.
@@ -170,17 +208,16 @@ pub async fn serve_on<D: Disk + 'static>(
         let mut stop = stop_rx.clone();
         let failed = failed_tx.clone();
         servers.push(tokio::spawn(async move {
-            let served = tonic::transport::Server::builder()
+            let router = tonic::transport::Server::builder()
                 .add_service(KvServer::new(KvService(h.clone())).max_decoding_message_size(max_msg))
                 .add_service(MaintenanceServer::new(MaintenanceService(h.clone())))
                 .add_service(ClusterServer::new(ClusterService(h.clone())))
-                .add_service(HealthServer::new(HealthService(h)))
-                .serve_with_shutdown(addr, async move {
-                    let _ = stop.changed().await;
-                })
-                .await;
-            if let Err(source) = served {
-                let _ = failed.send(ServeError::Listen { addr, source }).await;
+                .add_service(HealthServer::new(HealthService(h)));
+            let stopped = async move {
+                let _ = stop.changed().await;
+            };
+            if let Err(err) = serve_clients(addr, router, stopped).await {
+                let _ = failed.send(err).await;
             }
         }));
         tracing::info!(%addr, "serving clients");
