@@ -599,3 +599,364 @@ async fn server_to_client(
     tokio::io::copy(&mut from, &mut to).await?;
     to.shutdown().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A frame as the test builds or parses it.
+    #[derive(Debug, PartialEq)]
+    struct Frame {
+        kind: u8,
+        flags: u8,
+        stream: u32,
+        payload: Vec<u8>,
+    }
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        FrameHead {
+            len: payload.len(),
+            kind,
+            flags,
+            stream,
+        }
+        .write(&mut out);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn parse_frames(mut bytes: &[u8]) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        while !bytes.is_empty() {
+            let head = FrameHead::parse(bytes[..FRAME_HEAD_BYTES].try_into().unwrap());
+            let end = FRAME_HEAD_BYTES + head.len;
+            frames.push(Frame {
+                kind: head.kind,
+                flags: head.flags,
+                stream: head.stream,
+                payload: bytes[FRAME_HEAD_BYTES..end].to_vec(),
+            });
+            bytes = &bytes[end..];
+        }
+        frames
+    }
+
+    /// What tonic would see: the rewriter's output after the preface, header
+    /// blocks decoded by a decoder that lives as long as the connection.
+    struct Server {
+        decoder: Decoder<'static>,
+    }
+
+    /// A frame as tonic would see it, header blocks reassembled and decoded.
+    #[derive(Debug, PartialEq)]
+    enum Seen {
+        Headers {
+            stream: u32,
+            end_stream: bool,
+            fields: Vec<(String, String)>,
+        },
+        Other(Frame),
+    }
+
+    impl Server {
+        fn new() -> Server {
+            Server {
+                decoder: Decoder::new(),
+            }
+        }
+
+        fn see(&mut self, out: &[u8]) -> Vec<Seen> {
+            let mut seen = Vec::new();
+            let mut block: Option<(u32, bool, Vec<u8>)> = None;
+            for f in parse_frames(out) {
+                assert!(
+                    f.payload.len() <= MAX_FRAME_PAYLOAD_BYTES,
+                    "oversized frame"
+                );
+                match f.kind {
+                    HEADERS => {
+                        assert!(block.is_none());
+                        assert_eq!(f.flags & (FLAG_PADDED | FLAG_PRIORITY), 0);
+                        block = Some((f.stream, f.flags & FLAG_END_STREAM != 0, f.payload));
+                    }
+                    CONTINUATION => block.as_mut().unwrap().2.extend_from_slice(&f.payload),
+                    _ => {
+                        assert!(block.is_none());
+                        seen.push(Seen::Other(f));
+                        continue;
+                    }
+                }
+                if f.flags & FLAG_END_HEADERS != 0 {
+                    let (stream, end_stream, bytes) = block.take().unwrap();
+                    let fields = self
+                        .decoder
+                        .decode(&bytes)
+                        .unwrap()
+                        .into_iter()
+                        .map(|(n, v)| {
+                            (String::from_utf8(n).unwrap(), String::from_utf8(v).unwrap())
+                        })
+                        .collect();
+                    seen.push(Seen::Headers {
+                        stream,
+                        end_stream,
+                        fields,
+                    });
+                }
+            }
+            assert!(block.is_none(), "unterminated header block");
+            seen
+        }
+    }
+
+    fn request(authority: &str) -> Vec<(String, String)> {
+        [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", "/etcdserverpb.Maintenance/Status"),
+            (":authority", authority),
+            ("content-type", "application/grpc"),
+            ("user-agent", "grpc-go/1.26.0"),
+            ("te", "trailers"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+    }
+
+    fn encode(encoder: &mut Encoder<'static>, fields: &[(String, String)]) -> Vec<u8> {
+        encoder.encode(fields.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+    }
+
+    /// Runs `input` through a fresh rewriter, `chunk` bytes at a time, and
+    /// returns the output without the preface.
+    fn rewrite(input: &[u8], chunk: usize) -> Result<Vec<u8>, ShimError> {
+        let mut r = Rewriter::new();
+        let mut out = Vec::new();
+        for c in input.chunks(chunk) {
+            r.feed(c, &mut out)?;
+        }
+        assert_eq!(&out[..PREFACE.len()], PREFACE);
+        Ok(out.split_off(PREFACE.len()))
+    }
+
+    #[test]
+    fn strips_the_scheme_from_authority() {
+        assert_eq!(strip_scheme(b"http://127.0.0.1:2379"), b"127.0.0.1:2379");
+        assert_eq!(strip_scheme(b"HTTPS://h:1/x?y"), b"h:1");
+        assert_eq!(strip_scheme(b"127.0.0.1:2379"), b"127.0.0.1:2379");
+        assert_eq!(strip_scheme(b"http:/"), b"http:/");
+        assert_eq!(strip_scheme(b"http://"), b"");
+    }
+
+    /// The etcdctl case: a header block split across HEADERS and two
+    /// CONTINUATION frames, then a DATA frame; then a second request whose
+    /// header block refers to the client's dynamic table.
+    #[test]
+    fn rewrites_a_block_split_across_continuation_frames() {
+        // As grpc-go does: every literal enters the client's dynamic table.
+        let lit = |name_index: u8, value: &str| {
+            let mut b = vec![0x40 | name_index, value.len() as u8];
+            b.extend(value.as_bytes());
+            b
+        };
+        let mut first = vec![0x83, 0x86]; // :method POST, :scheme http
+        first.extend(lit(4, "/etcdserverpb.Maintenance/Status"));
+        first.extend(lit(1, "http://127.0.0.1:2379"));
+        first.extend(lit(31, "application/grpc"));
+        first.extend(lit(58, "grpc-go/1.26.0"));
+        first.extend([0x40, 2, b't', b'e', 8]);
+        first.extend(b"trailers");
+        // The same request again, from the dynamic table (newest entry is 62).
+        let second = [
+            0x83,
+            0x86,
+            0x80 | 66,
+            0x80 | 65,
+            0x80 | 64,
+            0x80 | 63,
+            0x80 | 62,
+        ];
+        let (a, rest) = first.split_at(10);
+        let (b, c) = rest.split_at(20);
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(0x4, 0, 0, &[0, 3, 0, 0, 0x10, 0])); // SETTINGS
+        input.extend(frame(HEADERS, 0, 1, a));
+        input.extend(frame(CONTINUATION, 0, 1, b));
+        input.extend(frame(CONTINUATION, FLAG_END_HEADERS, 1, c));
+        input.extend(frame(0x0, FLAG_END_STREAM, 1, b"\0\0\0\0\0"));
+        input.extend(frame(
+            HEADERS,
+            FLAG_END_HEADERS | FLAG_END_STREAM,
+            3,
+            &second,
+        ));
+
+        for chunk in [1, 7, input.len()] {
+            let seen = Server::new().see(&rewrite(&input, chunk).unwrap());
+            assert_eq!(
+                seen,
+                vec![
+                    Seen::Other(Frame {
+                        kind: 0x4,
+                        flags: 0,
+                        stream: 0,
+                        payload: vec![0, 3, 0, 0, 0x10, 0],
+                    }),
+                    Seen::Headers {
+                        stream: 1,
+                        end_stream: false,
+                        fields: request("127.0.0.1:2379"),
+                    },
+                    Seen::Other(Frame {
+                        kind: 0x0,
+                        flags: FLAG_END_STREAM,
+                        stream: 1,
+                        payload: b"\0\0\0\0\0".to_vec(),
+                    }),
+                    Seen::Headers {
+                        stream: 3,
+                        end_stream: true,
+                        fields: request("127.0.0.1:2379"),
+                    },
+                ],
+                "fed {chunk} bytes at a time"
+            );
+        }
+    }
+
+    /// A padded HEADERS frame with priority and an authority without a scheme:
+    /// padding and priority go, the fields stay as they were.
+    #[test]
+    fn drops_padding_and_priority_and_keeps_a_plain_authority() {
+        let mut client = Encoder::new();
+        let block = encode(&mut client, &request("127.0.0.1:2379"));
+        let mut payload = vec![4]; // pad length
+        payload.extend([0x80, 0, 0, 0, 15]); // exclusive dependency on 0, weight 16
+        payload.extend(&block);
+        payload.extend([0; 4]);
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(
+            HEADERS,
+            FLAG_PADDED | FLAG_PRIORITY | FLAG_END_HEADERS | FLAG_END_STREAM,
+            5,
+            &payload,
+        ));
+        let seen = Server::new().see(&rewrite(&input, 3).unwrap());
+        assert_eq!(
+            seen,
+            vec![Seen::Headers {
+                stream: 5,
+                end_stream: true,
+                fields: request("127.0.0.1:2379"),
+            }]
+        );
+    }
+
+    /// A block larger than one frame is re-framed into frames of at most
+    /// 16384 bytes.
+    #[test]
+    fn reframes_a_large_block() {
+        let mut fields = request("https://example:1/");
+        fields.push(("x-big".into(), "v".repeat(40_000)));
+        let block = encode(&mut Encoder::new(), &fields);
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(HEADERS, 0, 1, &block[..30_000]));
+        input.extend(frame(CONTINUATION, FLAG_END_HEADERS, 1, &block[30_000..]));
+        let out = rewrite(&input, 4096).unwrap();
+        assert_eq!(parse_frames(&out).len(), 3);
+        fields[3].1 = "example:1".into();
+        assert_eq!(
+            Server::new().see(&out),
+            vec![Seen::Headers {
+                stream: 1,
+                end_stream: false,
+                fields,
+            }]
+        );
+    }
+
+    #[test]
+    fn passes_a_connection_that_is_not_http2_through() {
+        let input = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut out = Vec::new();
+        Rewriter::new().feed(input, &mut out).unwrap();
+        assert_eq!(out, input);
+    }
+
+    #[test]
+    fn rejects_malformed_framing() {
+        let block = encode(&mut Encoder::new(), &request("http://h:1"));
+        let with = |frames: &[Vec<u8>]| {
+            let mut input = PREFACE.to_vec();
+            frames.iter().for_each(|f| input.extend(f));
+            rewrite(&input, 5)
+        };
+        let interleaved = with(&[frame(HEADERS, 0, 1, &block), frame(0x0, 0, 1, b"x")]);
+        assert!(matches!(interleaved, Err(ShimError::Interleaved { .. })));
+        let other_stream = with(&[
+            frame(HEADERS, 0, 1, &block),
+            frame(CONTINUATION, FLAG_END_HEADERS, 3, b""),
+        ]);
+        assert!(matches!(other_stream, Err(ShimError::Interleaved { .. })));
+        let stray = with(&[frame(CONTINUATION, FLAG_END_HEADERS, 1, &block)]);
+        assert!(matches!(stray, Err(ShimError::StrayContinuation { .. })));
+        let padding = with(&[frame(HEADERS, FLAG_PADDED | FLAG_END_HEADERS, 1, &[9, 1])]);
+        assert!(matches!(padding, Err(ShimError::BadPadding { .. })));
+        let hpack = with(&[frame(HEADERS, FLAG_END_HEADERS, 1, &[0x80 | 70])]);
+        assert!(matches!(hpack, Err(ShimError::Hpack { .. })));
+        let table = with(&[frame(
+            HEADERS,
+            FLAG_END_HEADERS,
+            1,
+            &[0x3f, 0xe1, 0x3f, 0x82],
+        )]);
+        assert!(matches!(table, Err(ShimError::Hpack { .. })));
+        let chunk = vec![0; MAX_FRAME_PAYLOAD_BYTES];
+        let mut big = vec![frame(HEADERS, 0, 1, &chunk)];
+        big.extend((0..70).map(|_| frame(CONTINUATION, 0, 1, &chunk)));
+        assert!(matches!(with(&big), Err(ShimError::BlockTooLarge { .. })));
+    }
+
+    /// A small block may decode into a huge list by repeating an index.
+    #[test]
+    fn bounds_the_decoded_header_list() {
+        let mut client = Encoder::new();
+        let mut block = encode(&mut client, &[("x-a".into(), "v".repeat(3000))]);
+        let again = encode(&mut client, &[("x-a".into(), "v".repeat(3000))]);
+        assert_eq!(again.len(), 1);
+        block.extend(std::iter::repeat_n(again[0], 400));
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(HEADERS, FLAG_END_HEADERS, 1, &block));
+        assert!(matches!(
+            rewrite(&input, 1000),
+            Err(ShimError::ListTooLarge { .. })
+        ));
+    }
+
+    proptest! {
+        /// Arbitrary bytes after the preface end in output or an error, never
+        /// a panic.
+        #[test]
+        fn never_panics(body in proptest::collection::vec(any::<u8>(), 0..2000), chunk in 1usize..64) {
+            let mut input = PREFACE.to_vec();
+            input.extend(body);
+            let _ = rewrite(&input, chunk);
+        }
+
+        /// Well-framed input with random frame kinds and payloads: whatever is
+        /// not a header frame comes out byte for byte.
+        #[test]
+        fn passes_other_frames_through(frames in proptest::collection::vec(
+            (prop_oneof![Just(0u8), Just(2), Just(3), Just(6), Just(8)], any::<u8>(), 0u32..9,
+             proptest::collection::vec(any::<u8>(), 0..300)), 0..20)) {
+            let mut input = PREFACE.to_vec();
+            for (kind, flags, stream, payload) in &frames {
+                input.extend(frame(*kind, *flags, *stream, payload));
+            }
+            prop_assert_eq!(rewrite(&input, 13).unwrap(), input[PREFACE.len()..].to_vec());
+        }
+    }
+}
