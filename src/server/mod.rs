@@ -3,7 +3,9 @@
 //! [`serve`] recovers a member from its data directory, starts the event
 //! loop ([`raft_loop`]) that owns the node and its storage, the peer
 //! transport ([`peer`]) and the client gRPC services ([`services`]), and runs
-//! until shutdown is signalled or storage fails. Under `--cfg madsim` the same
+//! until shutdown is signalled or storage fails. On real sockets, client
+//! connections reach tonic through `h2shim`, which rewrites the `:authority`
+//! that etcdctl's per-endpoint dials send and h2 refuses. Under `--cfg madsim` the same
 //! code runs on madsim's simulated runtime and network; [`serve_on`] takes
 //! the disks so the simulator can hand in `MemDisk`s that outlive a crash.
 //!
