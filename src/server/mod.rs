@@ -3,7 +3,9 @@
 //! [`serve`] recovers a member from its data directory, starts the event
 //! loop ([`raft_loop`]) that owns the node and its storage, the peer
 //! transport ([`peer`]) and the client gRPC services ([`services`]), and runs
-//! until shutdown is signalled or storage fails. Under `--cfg madsim` the same
+//! until shutdown is signalled or storage fails. On real sockets, client
+//! connections reach tonic through `h2shim`, which rewrites the `:authority`
+//! that etcdctl's per-endpoint dials send and h2 refuses. Under `--cfg madsim` the same
 //! code runs on madsim's simulated runtime and network; [`serve_on`] takes
 //! the disks so the simulator can hand in `MemDisk`s that outlive a crash.
 //!
@@ -13,6 +15,8 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod config;
+#[cfg(not(madsim))]
+pub mod h2shim;
 pub mod peer;
 pub mod raft_loop;
 pub mod services;
@@ -49,6 +53,11 @@ pub enum ServeError {
         addr: std::net::SocketAddr,
         source: tonic::transport::Error,
     },
+    #[error("bind {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Bytes of gRPC framing allowed above `--max-request-bytes`, as in etcd, so an
@@ -78,6 +87,37 @@ fn splitmix(seed: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// Serves the client services on `addr` until `shutdown` resolves. On real
+/// sockets the connections pass through [`h2shim`], which repairs the
+/// `:authority` header etcdctl's per-endpoint dials send.
+#[cfg(not(madsim))]
+async fn serve_clients(
+    addr: std::net::SocketAddr,
+    router: tonic::transport::server::Router<ClientLayers>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    h2shim::serve(listener, router, shutdown)
+        .await
+        .map_err(|source| ServeError::Listen { addr, source })
+}
+
+/// Serves the client services on `addr` until `shutdown` resolves: under the
+/// simulator, plain tonic on madsim's network.
+#[cfg(madsim)]
+async fn serve_clients(
+    addr: std::net::SocketAddr,
+    router: tonic::transport::server::Router,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    router
+        .serve_with_shutdown(addr, shutdown)
+        .await
+        .map_err(|source| ServeError::Listen { addr, source })
 }
 
 /// [`serve`] on the given disks, with randomness drawn from `seed`.
@@ -183,17 +223,16 @@ pub async fn serve_on<D: Disk + 'static>(
         let mut stop = stop_rx.clone();
         let failed = failed_tx.clone();
         servers.push(tokio::spawn(async move {
-            let served = client_server_builder()
+            let router = client_server_builder()
                 .add_service(KvServer::new(KvService(h.clone())).max_decoding_message_size(max_msg))
                 .add_service(MaintenanceServer::new(MaintenanceService(h.clone())))
                 .add_service(ClusterServer::new(ClusterService(h.clone())))
-                .add_service(HealthServer::new(HealthService(h)))
-                .serve_with_shutdown(addr, async move {
-                    let _ = stop.changed().await;
-                })
-                .await;
-            if let Err(source) = served {
-                let _ = failed.send(ServeError::Listen { addr, source }).await;
+                .add_service(HealthServer::new(HealthService(h)));
+            let stopped = async move {
+                let _ = stop.changed().await;
+            };
+            if let Err(err) = serve_clients(addr, router, stopped).await {
+                let _ = failed.send(err).await;
             }
         }));
         tracing::info!(%addr, "serving clients");
@@ -229,9 +268,6 @@ pub async fn serve_on<D: Disk + 'static>(
     result
 }
 
-/// The client gRPC server builder. On the real runtime it rewrites tonic's
-/// answer to an oversized message into etcd's (see [`etcd_size_error`]);
-/// madsim's simulated server takes no layers.
 /// The layer stack of the client server on the real runtime.
 #[cfg(not(madsim))]
 type ClientLayers = tower::layer::util::Stack<
@@ -239,6 +275,9 @@ type ClientLayers = tower::layer::util::Stack<
     tower::layer::util::Identity,
 >;
 
+/// The client gRPC server builder. On the real runtime it rewrites tonic's
+/// answer to an oversized message into etcd's (see [`etcd_size_error`]);
+/// madsim's simulated server takes no layers.
 #[cfg(not(madsim))]
 fn client_server_builder() -> tonic::transport::Server<ClientLayers> {
     let rewrite: fn(HttpResponse) -> HttpResponse = etcd_size_error;
