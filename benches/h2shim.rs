@@ -69,8 +69,8 @@ mod imp {
         }
     }
 
-    fn router() -> tonic::transport::server::Router {
-        tonic::transport::Server::builder().add_service(KvServer::new(Stub))
+    fn router() -> tonic::transport::server::Router<cairn::server::ClientLayers> {
+        cairn::server::client_server_builder().add_service(KvServer::new(Stub))
     }
 
     /// Puts through one connection; the latency of each, in microseconds.

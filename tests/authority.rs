@@ -113,6 +113,11 @@ fn etcdctl_installed() -> bool {
     let found = std::env::var_os("PATH").is_some_and(|path| {
         std::env::split_paths(&path).any(|dir| Path::new(&dir).join(ETCDCTL).is_file())
     });
+    // CI installs etcdctl (.ci/run): there, a missing etcdctl is a failure.
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "{ETCDCTL} is not on PATH"
+    );
     if !found {
         eprintln!("skipping: {ETCDCTL} is not on PATH");
     }

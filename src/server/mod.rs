@@ -270,7 +270,7 @@ pub async fn serve_on<D: Disk + 'static>(
 
 /// The layer stack of the client server on the real runtime.
 #[cfg(not(madsim))]
-type ClientLayers = tower::layer::util::Stack<
+pub type ClientLayers = tower::layer::util::Stack<
     tower::util::MapResponseLayer<fn(HttpResponse) -> HttpResponse>,
     tower::layer::util::Identity,
 >;
@@ -279,7 +279,7 @@ type ClientLayers = tower::layer::util::Stack<
 /// answer to an oversized message into etcd's (see [`etcd_size_error`]);
 /// madsim's simulated server takes no layers.
 #[cfg(not(madsim))]
-fn client_server_builder() -> tonic::transport::Server<ClientLayers> {
+pub fn client_server_builder() -> tonic::transport::Server<ClientLayers> {
     let rewrite: fn(HttpResponse) -> HttpResponse = etcd_size_error;
     tonic::transport::Server::builder().layer(tower::util::MapResponseLayer::new(rewrite))
 }
@@ -290,7 +290,7 @@ fn client_server_builder() -> tonic::transport::Server {
 }
 
 #[cfg(not(madsim))]
-type HttpResponse = http::Response<tonic::body::Body>;
+pub type HttpResponse = http::Response<tonic::body::Body>;
 
 /// tonic answers a request over `max_decoding_message_size` with OutOfRange
 /// and its own text; etcd (grpc-go) answers ResourceExhausted "grpc: received
