@@ -154,7 +154,7 @@ impl ServeArgs {
             max_request_bytes: self.max_request_bytes,
             max_txn_ops: self.max_txn_ops,
             tick_interval: cairn::server::raft_loop::TICK,
-            peer_drop_rate: 0.0,
+            faults: Default::default(),
         })
     }
 }

@@ -50,6 +50,8 @@ pub struct Swarm {
     pub pauses: bool,
     /// Writes and fsyncs fail with EIO or ENOSPC for a while.
     pub disk_errors: bool,
+    /// Every fsync takes up to 1–20 ms longer.
+    pub disk_latency: bool,
     /// Flip a bit in synced data of one member (at most a minority).
     pub bit_flips: bool,
     /// Members' ticks run up to 10% fast or slow.
@@ -70,6 +72,7 @@ impl Swarm {
             torn_writes: on(),
             pauses: on(),
             disk_errors: on(),
+            disk_latency: on(),
             bit_flips: on(),
             clock_skew: on(),
         }
@@ -86,6 +89,7 @@ impl Swarm {
             (self.torn_writes, "torn-writes"),
             (self.pauses, "pauses"),
             (self.disk_errors, "disk-errors"),
+            (self.disk_latency, "disk-latency"),
             (self.bit_flips, "bit-flips"),
             (self.clock_skew, "clock-skew"),
         ];

@@ -22,7 +22,7 @@ use cairn::proto::etcdserverpb::{
     Compare, DeleteRangeRequest, HashKvRequest, PutRequest, RangeRequest, RequestOp, StatusRequest,
     TxnRequest,
 };
-use cairn::server::config::{ClusterState, ServerConfig};
+use cairn::server::config::{ClusterState, InjectedFaults, ServerConfig};
 use madsim::net::NetSim;
 use madsim::rand::{thread_rng, Rng};
 use madsim::runtime::{Handle, NodeHandle};
@@ -65,6 +65,8 @@ pub enum Failure {
     Liveness(String),
     /// Members applied different states.
     Divergence(String),
+    /// A range read contradicted itself.
+    Range(String),
     /// Something panicked: a broken invariant inside the server (raft-rs's
     /// or cairn's own asserts) or in the runner.
     Panic(String),
@@ -77,6 +79,7 @@ impl fmt::Display for Failure {
             Failure::Liveness(s) => write!(f, "liveness: {s}"),
             Failure::Divergence(s) => write!(f, "replica agreement: {s}"),
             Failure::Panic(s) => write!(f, "panic: {s}"),
+            Failure::Range(s) => write!(f, "range read: {s}"),
         }
     }
 }
@@ -140,9 +143,11 @@ struct Shared {
     history: Mutex<History>,
     /// Members whose server stopped with an error, and why.
     stopped: Mutex<BTreeMap<usize, String>>,
+    /// Range responses that contradicted themselves.
+    anomalies: Mutex<Vec<String>>,
 }
 
-fn server_config(i: usize, members: usize, skew: f64, drop_rate: f64) -> ServerConfig {
+fn server_config(i: usize, members: usize, skew: f64, faults: InjectedFaults) -> ServerConfig {
     let initial_cluster = (0..members)
         .map(|j| (format!("n{j}"), vec![format!("http://{}:2380", ip(j))]))
         .collect();
@@ -161,7 +166,7 @@ fn server_config(i: usize, members: usize, skew: f64, drop_rate: f64) -> ServerC
         max_request_bytes: 1_572_864,
         max_txn_ops: 128,
         tick_interval: Duration::from_secs_f64(0.1 * skew),
-        peer_drop_rate: drop_rate,
+        faults,
     }
 }
 
@@ -170,10 +175,10 @@ fn start_member(
     i: usize,
     members: usize,
     disks: Disks,
-    (skew, drop_rate): (f64, f64),
+    (skew, faults): (f64, InjectedFaults),
     shared: Arc<Shared>,
 ) -> NodeHandle {
-    let cfg = server_config(i, members, skew, drop_rate);
+    let cfg = server_config(i, members, skew, faults);
     handle
         .create_node()
         .name(format!("n{i}"))
@@ -237,6 +242,46 @@ fn failed_ret(status: &tonic::Status) -> Ret {
     } else {
         Ret::Unknown
     }
+}
+
+/// Reads every key in one range and checks the answer against itself: keys
+/// ascending and unique, the count matching, no key newer than the header's
+/// revision, and each key's metadata consistent. Errors other than a broken
+/// response (timeouts, no leader) are not anomalies.
+async fn range_all(client: &mut KvClient<Channel>) -> Result<(), String> {
+    let req = RangeRequest {
+        key: "k".into(),
+        range_end: "l".into(),
+        ..Default::default()
+    };
+    let Ok(Ok(resp)) = timeout(Duration::from_secs(3), client.range(req)).await else {
+        return Ok(());
+    };
+    let r = resp.into_inner();
+    let rev = r.header.map_or(0, |h| h.revision);
+    if r.count != r.kvs.len() as i64 || r.more {
+        return Err(format!(
+            "range count {} but {} kvs (more={})",
+            r.count,
+            r.kvs.len(),
+            r.more
+        ));
+    }
+    for pair in r.kvs.windows(2) {
+        if pair[0].key >= pair[1].key {
+            return Err(format!(
+                "range keys out of order: {:?} then {:?}",
+                pair[0].key, pair[1].key
+            ));
+        }
+    }
+    for kv in &r.kvs {
+        let ok = kv.mod_revision <= rev && kv.create_revision <= kv.mod_revision && kv.version >= 1;
+        if !ok {
+            return Err(format!("range at revision {rev} returned {kv:?}"));
+        }
+    }
+    Ok(())
 }
 
 /// Sends one call; returns what it got.
@@ -344,6 +389,18 @@ async fn client_loop(id: u32, members: usize, shared: Arc<Shared>, start: Instan
             continue;
         };
         n += 1;
+        if rng.gen_range(0..12) == 0 {
+            // A range over every key. The history checker judges single-key
+            // operations; a range is checked here for internal consistency.
+            if let Err(why) = range_all(c).await {
+                shared
+                    .anomalies
+                    .lock()
+                    .expect("lock")
+                    .push(format!("client {id}: {why}"));
+            }
+            continue;
+        }
         let key = KEYS[rng.gen_range(0..KEYS.len())].to_string();
         let value = format!("c{id}-{n}");
         let call = match rng.gen_range(0..10) {
@@ -661,17 +718,24 @@ pub async fn scenario(opts: Options) -> Outcome {
             } else {
                 1.0
             };
-            let drops = if swarm.message_drops {
-                rng.gen_range(0.0..0.1)
-            } else {
-                0.0
+            let faults = InjectedFaults {
+                peer_drop_rate: if swarm.message_drops {
+                    rng.gen_range(0.0..0.1)
+                } else {
+                    0.0
+                },
+                sync_latency_max: if swarm.disk_latency {
+                    Duration::from_millis(rng.gen_range(1..20))
+                } else {
+                    Duration::ZERO
+                },
             };
             start_member(
                 &handle,
                 i,
                 opts.members,
                 disks[i].clone(),
-                (skew, drops),
+                (skew, faults),
                 shared.clone(),
             )
         })
@@ -739,7 +803,13 @@ pub async fn scenario(opts: Options) -> Outcome {
         .filter(|(_, e)| e.contains("corrupt"))
         .map(|(m, e)| format!("n{m}: {e}"))
         .collect();
-    let result = result.and_then(|()| check::check(&history).map_err(Failure::History));
+    let anomalies = std::mem::take(&mut *shared.anomalies.lock().expect("lock"));
+    let result = result
+        .and_then(|()| match anomalies.first() {
+            Some(a) => Err(Failure::Range(format!("{a} ({} in all)", anomalies.len()))),
+            None => Ok(()),
+        })
+        .and_then(|()| check::check(&history).map_err(Failure::History));
     let unknown = history.iter().filter(|o| o.ret == Ret::Unknown).count();
     Outcome {
         seed: opts.seed,
@@ -853,26 +923,38 @@ async fn agree(serving: &[usize]) -> Result<(), Failure> {
         }
         let applied: Vec<u64> = statuses.iter().map(|s| s.1).collect();
         if applied.iter().all(|&a| a == applied[0]) {
-            let rev = statuses.iter().map(|s| s.2).min().unwrap_or(0);
-            let mut hashes = Vec::new();
-            for &m in serving {
-                let ch = connect(m)
-                    .await
-                    .ok_or_else(|| Failure::Liveness(format!("n{m} unreachable for hash")))?;
-                let h = MaintenanceClient::new(ch)
-                    .hash_kv(HashKvRequest { revision: rev })
-                    .await
-                    .map_err(|e| Failure::Divergence(format!("hash of n{m}: {e}")))?
-                    .into_inner();
-                hashes.push((m, h.hash, h.compact_revision));
-            }
-            if hashes
-                .iter()
-                .any(|h| (h.1, h.2) != (hashes[0].1, hashes[0].2))
-            {
-                return Err(Failure::Divergence(format!(
-                    "at revision {rev}, (member, hash, compacted): {hashes:?}"
-                )));
+            let head = statuses.iter().map(|s| s.2).min().unwrap_or(0);
+            // Every retained revision must hash the same on every member: check
+            // the head and a spread of revisions back to the compaction point.
+            let mut revision = head;
+            for _ in 0..6 {
+                let mut hashes = Vec::new();
+                for &m in serving {
+                    let ch = connect(m)
+                        .await
+                        .ok_or_else(|| Failure::Liveness(format!("n{m} unreachable for hash")))?;
+                    let h = MaintenanceClient::new(ch)
+                        .hash_kv(HashKvRequest { revision })
+                        .await
+                        .map_err(|e| {
+                            Failure::Divergence(format!("hash of n{m} at {revision}: {e}"))
+                        })?
+                        .into_inner();
+                    hashes.push((m, h.hash, h.compact_revision));
+                }
+                if hashes
+                    .iter()
+                    .any(|h| (h.1, h.2) != (hashes[0].1, hashes[0].2))
+                {
+                    return Err(Failure::Divergence(format!(
+                        "at revision {revision}, (member, hash, compacted): {hashes:?}"
+                    )));
+                }
+                let compacted = hashes[0].2.max(1);
+                if revision <= compacted {
+                    break;
+                }
+                revision = compacted + (revision - compacted) / 2;
             }
             return Ok(());
         }

@@ -36,10 +36,18 @@ pub struct ServerConfig {
     /// Wall time per raft tick ([`super::raft_loop::TICK`] unless a
     /// simulation skews a member's clock).
     pub tick_interval: std::time::Duration,
-    /// Fraction of outgoing raft messages the transport drops on purpose.
-    /// Always 0 outside the simulator, which raises it to test that raft
-    /// copes with a lossy transport.
+    /// Faults the simulator injects into the driver; none outside it.
+    pub faults: InjectedFaults,
+}
+
+/// Faults injected into the driver by the simulator. The default, which
+/// `cairn serve` always uses, injects nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct InjectedFaults {
+    /// Fraction of outgoing raft messages the transport drops.
     pub peer_drop_rate: f64,
+    /// Each WAL fsync takes up to this much longer (a slow disk).
+    pub sync_latency_max: std::time::Duration,
 }
 
 /// Whether this member starts a new cluster or rejoins an existing one.

@@ -164,7 +164,7 @@ pub async fn serve_on<D: Disk + 'static>(
     let transport = Transport::start(
         peer_urls,
         peer_tx.clone(),
-        cfg.peer_drop_rate,
+        cfg.faults.peer_drop_rate,
         splitmix(seed ^ 0xd809),
     );
     let resets = transport.resets();
@@ -183,6 +183,8 @@ pub async fn serve_on<D: Disk + 'static>(
         },
         published: false,
         publish_id: None,
+        sync_latency_max: cfg.faults.sync_latency_max,
+        rng: splitmix(seed ^ 0x51ee9),
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -67,6 +67,10 @@ pub struct RaftLoop<D: Disk> {
     pub published: bool,
     /// The ID of the publish proposal in flight.
     pub publish_id: Option<u64>,
+    /// Extra fsync latency the simulator injects (zero otherwise), and the
+    /// splitmix64 state that draws it.
+    pub sync_latency_max: Duration,
+    pub rng: u64,
 }
 
 impl<D: Disk> RaftLoop<D> {
@@ -117,7 +121,7 @@ impl<D: Disk> RaftLoop<D> {
                 _ = shutdown.changed() => break,
             }
             self.publish();
-            self.process()?;
+            self.process().await?;
         }
         self.wal.sync()?;
         Ok(())
@@ -175,7 +179,7 @@ impl<D: Disk> RaftLoop<D> {
     }
 
     /// Runs every pending `Ready` through persistence and the transport.
-    fn process(&mut self) -> crate::Result<()> {
+    async fn process(&mut self) -> crate::Result<()> {
         while let Some(rd) = self.node.ready() {
             let mut unreachable = self.transport.send(rd.messages);
             if let Some(snap) = &rd.snapshot {
@@ -193,6 +197,7 @@ impl<D: Disk> RaftLoop<D> {
             // Planted bug: acknowledge now, fsync at the next tick.
             if rd.must_sync && !planted::active(Bug::AckBeforeFsync) {
                 self.wal.sync()?;
+                self.slow_disk().await;
             }
             let more = self.node.persisted();
             unreachable.extend(self.transport.send(more));
@@ -218,6 +223,19 @@ impl<D: Disk> RaftLoop<D> {
             }
         }
         Ok(())
+    }
+
+    /// The simulator's slow disk: the loop stalls as it would in a long fsync.
+    async fn slow_disk(&mut self) {
+        if self.sync_latency_max.is_zero() {
+            return;
+        }
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        let max = self.sync_latency_max.as_micros().max(1) as u64;
+        tokio::time::sleep(Duration::from_micros((z ^ (z >> 31)) % max)).await;
     }
 
     /// Saves a snapshot durably, then marks it in the WAL and drops the
