@@ -42,6 +42,10 @@ struct Cli {
     /// stop at the first failure.
     #[arg(long)]
     expect_failure: bool,
+    /// Internal: run exactly `--seed` in this process and print a summary line
+    /// for the parent (every seed of a sweep runs in its own process).
+    #[arg(long, hide = true)]
+    child: bool,
 }
 
 fn parse_range(s: &str) -> Result<std::ops::Range<u64>, String> {
@@ -63,9 +67,105 @@ fn main() {
     std::process::exit(2);
 }
 
+/// One seed's result as a child process reports it.
+#[cfg(madsim)]
+struct Summary {
+    ok: bool,
+    trace: u64,
+    sim: Duration,
+    /// The child's report, printed by the parent when the seed fails.
+    text: String,
+}
+
+/// Runs `seed` in a fresh process. Some state outside madsim's control lives
+/// for a whole process (tokio's `select!` draws its branch order from a
+/// global counter), so a seed only replays exactly as the first run of a
+/// process: every seed of a sweep gets its own, just like the reproduce
+/// command does.
+#[cfg(madsim)]
+fn run_child(cli: &Cli, seed: u64) -> Summary {
+    let exe = std::env::current_exe().expect("own executable");
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args([
+        "--child",
+        "--seed",
+        &seed.to_string(),
+        "--duration",
+        &cli.duration.to_string(),
+    ]);
+    if let Some(bug) = &cli.plant {
+        cmd.args(["--plant", bug]);
+    }
+    if cli.verbose {
+        cmd.arg("--verbose");
+    }
+    let out = cmd
+        .stderr(std::process::Stdio::null())
+        .output()
+        .expect("run a seed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let summary = text
+        .lines()
+        .find_map(|l| l.strip_prefix("@@ "))
+        .map(|l| l.split(' ').collect::<Vec<_>>());
+    match summary.as_deref() {
+        Some([ok, trace, sim_ns]) => Summary {
+            ok: *ok == "ok",
+            trace: u64::from_str_radix(trace, 16).unwrap_or(0),
+            sim: Duration::from_nanos(sim_ns.parse().unwrap_or(0)),
+            text,
+        },
+        _ => Summary {
+            ok: false,
+            trace: 0,
+            sim: Duration::ZERO,
+            text: format!(
+                "seed {seed}: the seed's process died ({})\n{text}",
+                out.status
+            ),
+        },
+    }
+}
+
+/// Runs `seed` in this process and prints its report and summary line.
+#[cfg(madsim)]
+fn run_here(cli: &Cli, seed: u64) -> bool {
+    use cairn_sim::runner::{scenario, Options, Outcome};
+    let duration = Duration::from_secs(cli.duration);
+    let opts = Options {
+        seed,
+        duration,
+        ..Options::default()
+    };
+    // A fresh thread draws std's HashMap keys inside the runtime, from the seed.
+    let outcome = std::thread::spawn(move || {
+        let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+        // A panic anywhere (an invariant assert in raft-rs or cairn) fails the seed.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(scenario(opts))))
+            .unwrap_or_else(|p| {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "non-string panic".into());
+                Outcome::panicked(seed, msg)
+            })
+    })
+    .join()
+    .unwrap_or_else(|_| Outcome::panicked(seed, "the runner thread died".into()));
+    let ok = outcome.result.is_ok();
+    report(&outcome, duration, "", cli.verbose || !ok);
+    println!(
+        "@@ {} {:016x} {}",
+        if ok { "ok" } else { "failed" },
+        outcome.trace_hash,
+        outcome.sim_elapsed.as_nanos()
+    );
+    ok
+}
+
 #[cfg(madsim)]
 fn main() {
-    use cairn_sim::runner::{scenario, Options, Outcome};
     use std::io::Write;
     use tracing_subscriber::EnvFilter;
 
@@ -83,52 +183,43 @@ fn main() {
         };
         plant(bug);
     }
+    if cli.child || (cli.seed.is_some() && !cli.check_determinism) {
+        let ok = run_here(&cli, cli.seed.unwrap_or(0));
+        std::process::exit(if ok { 0 } else { 1 });
+    }
     let seeds = match (cli.seed, cli.seeds.clone()) {
         (Some(s), _) => s..s + 1,
         (None, Some(r)) => r,
         (None, None) => 0..1,
-    };
-    let duration = Duration::from_secs(cli.duration);
-    let run = |seed: u64| -> Outcome {
-        let opts = Options {
-            seed,
-            duration,
-            ..Options::default()
-        };
-        let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-        // A panic anywhere (an invariant assert in raft-rs or cairn) fails the seed, not the sweep.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(scenario(opts))))
-            .unwrap_or_else(|p| {
-                let msg = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "non-string panic".into());
-                Outcome::panicked(seed, msg)
-            })
     };
     let total = seeds.end - seeds.start;
     let wall = std::time::Instant::now();
     let mut sim = Duration::ZERO;
     let mut failed = Vec::new();
     for (done, seed) in seeds.clone().enumerate() {
-        let outcome = run(seed);
-        sim += outcome.sim_elapsed;
-        let mut ok = outcome.result.is_ok();
-        let mut note = String::new();
+        let first = run_child(&cli, seed);
+        sim += first.sim;
+        let mut ok = first.ok;
+        let mut text = first.text.clone();
         if cli.check_determinism {
-            let again = run(seed);
-            if again.trace_hash != outcome.trace_hash {
+            let again = run_child(&cli, seed);
+            if again.trace != first.trace {
                 ok = false;
-                note = format!(
-                    " NOT DETERMINISTIC: trace {:016x} then {:016x}",
-                    outcome.trace_hash, again.trace_hash
+                text = format!(
+                    "seed {seed}: NOT DETERMINISTIC: trace {:016x} then {:016x}\n{}",
+                    first.trace, again.trace, first.text
                 );
             }
         }
-        if total == 1 || !ok || cli.verbose {
+        if !ok || cli.verbose {
             eprintln!();
-            report(&outcome, duration, &note, cli.verbose || !ok);
+            print!(
+                "{}",
+                text.lines()
+                    .filter(|l| !l.starts_with("@@ "))
+                    .map(|l| format!("{l}\n"))
+                    .collect::<String>()
+            );
         }
         if !ok {
             failed.push(seed);
@@ -137,20 +228,18 @@ fn main() {
                 std::process::exit(0);
             }
         }
-        if total > 1 {
-            let width = 30;
-            let filled = ((done + 1) as u64 * width / total) as usize;
-            eprint!(
-                "\r[{}{}] {}/{} seeds, {} failed, {:.0}x real time",
-                "#".repeat(filled),
-                ".".repeat(width as usize - filled),
-                done + 1,
-                total,
-                failed.len(),
-                sim.as_secs_f64() / wall.elapsed().as_secs_f64()
-            );
-            let _ = std::io::stderr().flush();
-        }
+        let width = 30;
+        let filled = ((done + 1) as u64 * width / total) as usize;
+        eprint!(
+            "\r[{}{}] {}/{} seeds, {} failed, {:.0}x real time",
+            "#".repeat(filled),
+            ".".repeat(width as usize - filled),
+            done + 1,
+            total,
+            failed.len(),
+            sim.as_secs_f64() / wall.elapsed().as_secs_f64()
+        );
+        let _ = std::io::stderr().flush();
     }
     let secs = wall.elapsed().as_secs_f64();
     eprintln!();

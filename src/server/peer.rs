@@ -34,6 +34,23 @@ pub enum PeerEvent {
     SnapshotSent { to: u64, ok: bool },
 }
 
+/// Messages [`Transport::send`] could not hand to a peer's sender.
+#[derive(Debug, Default)]
+pub struct Undelivered {
+    /// Peers whose queue was full or closed.
+    pub unreachable: Vec<u64>,
+    /// Peers a snapshot message to was dropped.
+    pub snapshot_failed: Vec<u64>,
+}
+
+impl Undelivered {
+    /// Adds what another send could not deliver.
+    pub fn extend(&mut self, other: Undelivered) {
+        self.unreachable.extend(other.unreachable);
+        self.snapshot_failed.extend(other.snapshot_failed);
+    }
+}
+
 /// The event loop's handle on the per-peer senders.
 #[derive(Default)]
 pub struct Transport {
@@ -88,22 +105,31 @@ impl Transport {
         ((z ^ (z >> 31)) & 0xffff_ffff) < self.drop_per_2_32
     }
 
-    /// Queues messages for their peers; returns the peers whose queue was
-    /// full or closed.
-    pub fn send(&mut self, messages: Vec<Message>) -> Vec<u64> {
-        let mut unreachable = Vec::new();
+    /// Queues messages for their peers. Returns what raft must be told: the
+    /// peers whose queue was full or closed, and the peers a snapshot message
+    /// to was dropped (raft waits for a snapshot's outcome before it sends
+    /// that peer anything else, so a silent drop would stall it for good).
+    pub fn send(&mut self, messages: Vec<Message>) -> Undelivered {
+        let mut out = Undelivered::default();
         for m in messages {
             let to = m.to;
-            if self.drop_one() {
+            let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+            if !self.peers.contains_key(&to) {
                 continue;
             }
-            if let Some(tx) = self.peers.get(&to) {
-                if tx.try_send(m).is_err() {
-                    unreachable.push(to);
-                }
+            let delivered = if self.drop_one() {
+                false
+            } else if self.peers[&to].try_send(m).is_err() {
+                out.unreachable.push(to);
+                false
+            } else {
+                true
+            };
+            if is_snapshot && !delivered {
+                out.snapshot_failed.push(to);
             }
         }
-        unreachable
+        out
     }
 }
 

@@ -181,7 +181,7 @@ impl<D: Disk> RaftLoop<D> {
     /// Runs every pending `Ready` through persistence and the transport.
     async fn process(&mut self) -> crate::Result<()> {
         while let Some(rd) = self.node.ready() {
-            let mut unreachable = self.transport.send(rd.messages);
+            let mut undelivered = self.transport.send(rd.messages);
             if let Some(snap) = &rd.snapshot {
                 self.save_snapshot(snap)?;
             }
@@ -200,10 +200,13 @@ impl<D: Disk> RaftLoop<D> {
                 self.slow_disk().await;
             }
             let more = self.node.persisted();
-            unreachable.extend(self.transport.send(more));
-            unreachable.extend(self.transport.send(rd.persisted_messages));
-            for peer in unreachable {
+            undelivered.extend(self.transport.send(more));
+            undelivered.extend(self.transport.send(rd.persisted_messages));
+            for peer in undelivered.unreachable {
                 self.node.report_unreachable(peer);
+            }
+            for peer in undelivered.snapshot_failed {
+                self.node.report_snapshot(peer, false);
             }
         }
         if let Some(snap) = self.node.take_snapshot() {
