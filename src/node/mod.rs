@@ -215,6 +215,8 @@ pub struct Node {
     leader: u64,
     /// Members' published attributes, by member ID (replicated state).
     members: BTreeMap<u64, MemberAttributes>,
+    /// The last hard state raft handed out, for the invariant checks.
+    last_hard_state: HardState,
 }
 
 impl std::fmt::Debug for Node {
@@ -241,6 +243,7 @@ impl Node {
         } else {
             Vec::new()
         };
+        let last_hard_state = rec.hard_state.clone();
         let store = LogStore::recovered(
             cfg.voters.clone(),
             rec.snapshot,
@@ -270,6 +273,7 @@ impl Node {
         let members = rec.members.into_iter().map(|m| (m.member_id, m)).collect();
         let mut node = Self {
             members,
+            last_hard_state,
             raw,
             kv: rec.store.with_max_txn_ops(cfg.max_txn_ops),
             cfg,
@@ -418,9 +422,11 @@ impl Node {
         self.raw.mut_store().append(&entries);
         let hard_state = rd.hs().cloned();
         if let Some(hs) = &hard_state {
-            let old = self.raw.store().hard_state();
             // Raft's safety rests on these: a term never goes back, and a vote
-            // cast in a term is never changed within it.
+            // cast in a term is never changed within it. Compared with the
+            // last hard state raft handed out (installing a snapshot may have
+            // raised the log store's term without a vote for it).
+            let old = &self.last_hard_state;
             assert!(
                 hs.term >= old.term,
                 "term went back from {} to {}",
@@ -434,6 +440,7 @@ impl Node {
                 old.vote,
                 hs.vote
             );
+            self.last_hard_state = hs.clone();
             self.raw.mut_store().set_hard_state(hs.clone());
         }
         let out = Ready {
