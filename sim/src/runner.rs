@@ -836,16 +836,32 @@ async fn final_checks(
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut serving = Vec::new();
     for m in 0..members {
+        let corrupt = |shared: &Shared| {
+            shared
+                .stopped
+                .lock()
+                .expect("lock")
+                .get(&m)
+                .is_some_and(|e| e.contains("corrupt"))
+        };
         loop {
+            if corrupt(&shared) {
+                break; // detected its own corruption and stopped: expected
+            }
             if let Some(ch) = connect(m).await {
                 let mut c = KvClient::new(ch);
                 let probe = RangeRequest {
                     key: "k0".into(),
                     ..Default::default()
                 };
-                if let Ok(Ok(_)) = timeout(Duration::from_secs(2), c.range(probe)).await {
-                    serving.push(m);
-                    break;
+                match timeout(Duration::from_secs(2), c.range(probe)).await {
+                    Ok(Ok(_)) => {
+                        serving.push(m);
+                        break;
+                    }
+                    other => {
+                        tracing::debug!(member = m, result = ?other.map(|r| r.map(|_| ())), "liveness probe")
+                    }
                 }
             }
             if Instant::now() > deadline {

@@ -17,6 +17,7 @@ use crate::proto::cairnpb::{PeerAck, PeerMessage};
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
@@ -75,7 +76,7 @@ impl Transport {
         let mut resets = BTreeMap::new();
         for (id, url) in peers {
             let (tx, rx) = mpsc::channel(PEER_QUEUE);
-            let reset = Arc::new(Notify::new());
+            let reset = Arc::new(Link::new());
             tokio::spawn(sender(id, url, rx, events.clone(), reset.clone()));
             out.insert(id, tx);
             resets.insert(id, reset);
@@ -133,8 +134,45 @@ impl Transport {
     }
 }
 
-/// Per-peer signals that make a sender drop its stream and reconnect.
-pub type Resets = Arc<BTreeMap<u64, Arc<Notify>>>;
+/// What the receiving side tells a peer's sender.
+#[derive(Debug)]
+pub struct Link {
+    /// Wakes the sender to drop its stream and reconnect.
+    reset: Notify,
+    /// When a message from this peer last arrived, in ms since `origin`.
+    heard_ms: AtomicU64,
+    origin: tokio::time::Instant,
+}
+
+impl Link {
+    fn new() -> Self {
+        Self {
+            reset: Notify::new(),
+            heard_ms: AtomicU64::new(0),
+            origin: tokio::time::Instant::now(),
+        }
+    }
+
+    fn heard(&self) {
+        let ms = self.origin.elapsed().as_millis() as u64;
+        self.heard_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// When this peer was last heard from (the link's creation if never).
+    fn last_heard(&self) -> tokio::time::Instant {
+        self.origin + Duration::from_millis(self.heard_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// Per-peer links, shared by the senders and [`PeerService`].
+pub type Resets = Arc<BTreeMap<u64, Arc<Link>>>;
+
+/// Raft traffic flows both ways all the time (heartbeats every tick and their
+/// answers), so a peer silent this long while we stream to it means our
+/// stream, or its stream to us, is dead without either side having been told
+/// (a crash or a partition that never closed the connection). The sender then
+/// rebuilds its stream.
+const PEER_SILENCE: Duration = Duration::from_secs(3);
 
 /// How long a connect, or handing one message to the stream, may take before
 /// the stream is presumed dead and rebuilt. A peer that died without closing
@@ -148,7 +186,7 @@ async fn sender(
     url: String,
     mut rx: mpsc::Receiver<Message>,
     events: mpsc::Sender<PeerEvent>,
-    reset: Arc<Notify>,
+    reset: Arc<Link>,
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -188,15 +226,24 @@ async fn stream(
     rx: &mut mpsc::Receiver<Message>,
     id: u64,
     events: &mpsc::Sender<PeerEvent>,
-    reset: &Notify,
+    link: &Link,
 ) -> Option<()> {
+    let started = tokio::time::Instant::now();
+    let mut check = tokio::time::interval(Duration::from_secs(1));
     let (tx, mut out_rx) = mpsc::channel::<PeerMessage>(64);
     let outgoing = futures::stream::poll_fn(move |cx| out_rx.poll_recv(cx));
     let call = tokio::spawn(async move { client.stream(outgoing).await });
     let result = loop {
         let msg = tokio::select! {
             msg = rx.recv() => msg,
-            () = reset.notified() => break Some(()),
+            () = link.reset.notified() => break Some(()),
+            _ = check.tick() => {
+                if link.last_heard().max(started).elapsed() > PEER_SILENCE {
+                    tracing::debug!(peer = id, "peer silent: rebuilding the stream");
+                    break Some(());
+                }
+                continue;
+            }
         };
         let Some(msg) = msg else { break None };
         let is_snapshot = msg.get_msg_type() == MessageType::MsgSnapshot;
@@ -241,9 +288,10 @@ impl Peer for PeerService {
         while let Some(m) = stream.message().await? {
             let msg = Message::parse_from_bytes(&m.data)
                 .map_err(|e| tonic::Status::invalid_argument(format!("bad raft message: {e}")))?;
-            if std::mem::take(&mut first) {
-                if let Some(reset) = self.resets.get(&msg.from) {
-                    reset.notify_one();
+            if let Some(link) = self.resets.get(&msg.from) {
+                link.heard();
+                if std::mem::take(&mut first) {
+                    link.reset.notify_one();
                 }
             }
             if self
