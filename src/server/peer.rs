@@ -167,8 +167,8 @@ impl Link {
 /// Per-peer links, shared by the senders and [`PeerService`].
 pub type Resets = Arc<BTreeMap<u64, Arc<Link>>>;
 
-/// Raft traffic flows both ways all the time (heartbeats every tick and their
-/// answers), so a peer silent this long while we stream to it means our
+/// Raft answers what it is sent (heartbeats every tick, appends, votes), so a
+/// peer that has said nothing this long after we sent it something means our
 /// stream, or its stream to us, is dead without either side having been told
 /// (a crash or a partition that never closed the connection). The sender then
 /// rebuilds its stream.
@@ -228,7 +228,10 @@ async fn stream(
     events: &mpsc::Sender<PeerEvent>,
     link: &Link,
 ) -> Option<()> {
-    let started = tokio::time::Instant::now();
+    // When the oldest message sent since the peer was last heard from left:
+    // raft answers what we send it, so a long wait means a dead link. An idle
+    // stream (followers send each other nothing) is never suspected.
+    let mut unanswered_since: Option<tokio::time::Instant> = None;
     let mut check = tokio::time::interval(Duration::from_secs(1));
     let (tx, mut out_rx) = mpsc::channel::<PeerMessage>(64);
     let outgoing = futures::stream::poll_fn(move |cx| out_rx.poll_recv(cx));
@@ -238,7 +241,10 @@ async fn stream(
             msg = rx.recv() => msg,
             () = link.reset.notified() => break Some(()),
             _ = check.tick() => {
-                if link.last_heard().max(started).elapsed() > PEER_SILENCE {
+                if unanswered_since.is_some_and(|t| link.last_heard() >= t) {
+                    unanswered_since = None;
+                }
+                if unanswered_since.is_some_and(|t| t.elapsed() > PEER_SILENCE) {
                     tracing::debug!(peer = id, "peer silent: rebuilding the stream");
                     break Some(());
                 }
@@ -257,6 +263,9 @@ async fn stream(
         let sent =
             tokio::time::timeout(PEER_IO_TIMEOUT, tx.send(PeerMessage { data: data.into() })).await;
         let ok = matches!(sent, Ok(Ok(())));
+        if unanswered_since.is_none() {
+            unanswered_since = Some(tokio::time::Instant::now());
+        }
         if is_snapshot {
             let _ = events.try_send(PeerEvent::SnapshotSent { to: id, ok });
         }
