@@ -37,9 +37,16 @@ struct Ack {
 }
 
 async fn connect(url: &str) -> Client {
+    connect_with_timeout(url, Duration::from_secs(3)).await
+}
+
+/// A client whose requests may take up to `timeout`: on a loaded 2-core CI
+/// machine running several clusters at once, a healthy write can take longer
+/// than the 3 s the failover tests use to give up on a dead member.
+async fn connect_with_timeout(url: &str, timeout: Duration) -> Client {
     let options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(1))
-        .with_timeout(Duration::from_secs(3));
+        .with_timeout(timeout);
     Client::connect([url], Some(options))
         .await
         .expect("connect etcd-client")
@@ -705,7 +712,9 @@ async fn writes_are_visible_through_every_node() {
         let cluster = block_in_place(|| Cluster::start(server, 3, &[]));
         let mut clients = Vec::new();
         for i in 0..3 {
-            clients.push(connect(&cluster.node(i).client_url()).await);
+            clients.push(
+                connect_with_timeout(&cluster.node(i).client_url(), Duration::from_secs(10)).await,
+            );
         }
         for round in 0..60usize {
             let (w, r) = (round % 3, (round + 1 + round / 3 % 2) % 3);
