@@ -17,7 +17,6 @@ use crate::proto::cairnpb::{PeerAck, PeerMessage};
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
@@ -76,7 +75,7 @@ impl Transport {
         let mut resets = BTreeMap::new();
         for (id, url) in peers {
             let (tx, rx) = mpsc::channel(PEER_QUEUE);
-            let reset = Arc::new(Link::new());
+            let reset = Arc::new(Notify::new());
             tokio::spawn(sender(id, url, rx, events.clone(), reset.clone()));
             out.insert(id, tx);
             resets.insert(id, reset);
@@ -134,45 +133,8 @@ impl Transport {
     }
 }
 
-/// What the receiving side tells a peer's sender.
-#[derive(Debug)]
-pub struct Link {
-    /// Wakes the sender to drop its stream and reconnect.
-    reset: Notify,
-    /// When a message from this peer last arrived, in ms since `origin`.
-    heard_ms: AtomicU64,
-    origin: tokio::time::Instant,
-}
-
-impl Link {
-    fn new() -> Self {
-        Self {
-            reset: Notify::new(),
-            heard_ms: AtomicU64::new(0),
-            origin: tokio::time::Instant::now(),
-        }
-    }
-
-    fn heard(&self) {
-        let ms = self.origin.elapsed().as_millis() as u64;
-        self.heard_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// When this peer was last heard from (the link's creation if never).
-    fn last_heard(&self) -> tokio::time::Instant {
-        self.origin + Duration::from_millis(self.heard_ms.load(Ordering::Relaxed))
-    }
-}
-
-/// Per-peer links, shared by the senders and [`PeerService`].
-pub type Resets = Arc<BTreeMap<u64, Arc<Link>>>;
-
-/// Raft answers what it is sent (heartbeats every tick, appends, votes), so a
-/// peer that has said nothing this long after we sent it something means our
-/// stream, or its stream to us, is dead without either side having been told
-/// (a crash or a partition that never closed the connection). The sender then
-/// rebuilds its stream.
-const PEER_SILENCE: Duration = Duration::from_secs(3);
+/// Per-peer signals that make a sender drop its stream and reconnect.
+pub type Resets = Arc<BTreeMap<u64, Arc<Notify>>>;
 
 /// How long a connect, or handing one message to the stream, may take before
 /// the stream is presumed dead and rebuilt. A peer that died without closing
@@ -186,7 +148,7 @@ async fn sender(
     url: String,
     mut rx: mpsc::Receiver<Message>,
     events: mpsc::Sender<PeerEvent>,
-    reset: Arc<Link>,
+    reset: Arc<Notify>,
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -226,30 +188,15 @@ async fn stream(
     rx: &mut mpsc::Receiver<Message>,
     id: u64,
     events: &mpsc::Sender<PeerEvent>,
-    link: &Link,
+    reset: &Notify,
 ) -> Option<()> {
-    // When the oldest message sent since the peer was last heard from left:
-    // raft answers what we send it, so a long wait means a dead link. An idle
-    // stream (followers send each other nothing) is never suspected.
-    let mut unanswered_since: Option<tokio::time::Instant> = None;
-    let mut check = tokio::time::interval(Duration::from_secs(1));
     let (tx, mut out_rx) = mpsc::channel::<PeerMessage>(64);
     let outgoing = futures::stream::poll_fn(move |cx| out_rx.poll_recv(cx));
     let call = tokio::spawn(async move { client.stream(outgoing).await });
     let result = loop {
         let msg = tokio::select! {
             msg = rx.recv() => msg,
-            () = link.reset.notified() => break Some(()),
-            _ = check.tick() => {
-                if unanswered_since.is_some_and(|t| link.last_heard() >= t) {
-                    unanswered_since = None;
-                }
-                if unanswered_since.is_some_and(|t| t.elapsed() > PEER_SILENCE) {
-                    tracing::debug!(peer = id, "peer silent: rebuilding the stream");
-                    break Some(());
-                }
-                continue;
-            }
+            () = reset.notified() => break Some(()),
         };
         let Some(msg) = msg else { break None };
         let is_snapshot = msg.get_msg_type() == MessageType::MsgSnapshot;
@@ -263,9 +210,6 @@ async fn stream(
         let sent =
             tokio::time::timeout(PEER_IO_TIMEOUT, tx.send(PeerMessage { data: data.into() })).await;
         let ok = matches!(sent, Ok(Ok(())));
-        if unanswered_since.is_none() {
-            unanswered_since = Some(tokio::time::Instant::now());
-        }
         if is_snapshot {
             let _ = events.try_send(PeerEvent::SnapshotSent { to: id, ok });
         }
@@ -297,10 +241,9 @@ impl Peer for PeerService {
         while let Some(m) = stream.message().await? {
             let msg = Message::parse_from_bytes(&m.data)
                 .map_err(|e| tonic::Status::invalid_argument(format!("bad raft message: {e}")))?;
-            if let Some(link) = self.resets.get(&msg.from) {
-                link.heard();
-                if std::mem::take(&mut first) {
-                    link.reset.notify_one();
+            if std::mem::take(&mut first) {
+                if let Some(reset) = self.resets.get(&msg.from) {
+                    reset.notify_one();
                 }
             }
             if self
