@@ -1,22 +1,18 @@
 //! The fault plan of one seed (swarm testing): which faults are enabled and
 //! how often, drawn once from the seed so each seed explores a different mix.
 
-/// A tiny seeded generator (splitmix64) for decisions made outside madsim's
-/// runtime, such as drawing the swarm before the runtime starts.
+/// cairn's seeded generator (splitmix64), for decisions made outside
+/// madsim's runtime, such as drawing the swarm before the runtime starts.
 #[derive(Debug, Clone)]
-pub struct SeedRng(u64);
+pub struct SeedRng(cairn::server::SplitMix64);
 
 impl SeedRng {
     pub fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(cairn::server::SplitMix64::new(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `0..n` (n > 0).

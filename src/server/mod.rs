@@ -81,12 +81,30 @@ pub async fn serve(
     serve_on(cfg, wal_disk, snap_disk, seed, shutdown).await
 }
 
-/// splitmix64: one step of a tiny seeded generator.
+/// splitmix64: the one small seeded generator the driver and the simulator
+/// use wherever they draw numbers themselves.
+#[derive(Debug, Clone, Default)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator whose sequence is a function of `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next number of the sequence.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// The first number of the sequence seeded with `seed`.
 fn splitmix(seed: u64) -> u64 {
-    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    SplitMix64::new(seed).next_u64()
 }
 
 /// Serves the client services on `addr` until `shutdown` resolves. On real
@@ -184,7 +202,7 @@ pub async fn serve_on<D: Disk + 'static>(
         published: false,
         publish_id: None,
         sync_latency_max: cfg.faults.sync_latency_max,
-        rng: splitmix(seed ^ 0x51ee9),
+        rng: SplitMix64::new(splitmix(seed ^ 0x51ee9)),
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -59,8 +59,8 @@ pub struct Transport {
     resets: Resets,
     /// Messages dropped on purpose, per 2^32 (simulation only; 0 otherwise).
     drop_per_2_32: u64,
-    /// splitmix64 state for the drops.
-    rng: u64,
+    /// Draws the drops.
+    rng: super::SplitMix64,
 }
 
 impl Transport {
@@ -84,7 +84,7 @@ impl Transport {
             peers: out,
             resets: Arc::new(resets),
             drop_per_2_32: (drop_rate.clamp(0.0, 1.0) * f64::from(u32::MAX)) as u64,
-            rng: seed,
+            rng: super::SplitMix64::new(seed),
         }
     }
 
@@ -98,11 +98,7 @@ impl Transport {
         if self.drop_per_2_32 == 0 {
             return false;
         }
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) & 0xffff_ffff) < self.drop_per_2_32
+        (self.rng.next_u64() & 0xffff_ffff) < self.drop_per_2_32
     }
 
     /// Queues messages for their peers. Returns what raft must be told: the

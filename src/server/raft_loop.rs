@@ -68,9 +68,9 @@ pub struct RaftLoop<D: Disk> {
     /// The ID of the publish proposal in flight.
     pub publish_id: Option<u64>,
     /// Extra fsync latency the simulator injects (zero otherwise), and the
-    /// splitmix64 state that draws it.
+    /// the generator that draws it.
     pub sync_latency_max: Duration,
-    pub rng: u64,
+    pub rng: super::SplitMix64,
 }
 
 impl<D: Disk> RaftLoop<D> {
@@ -233,12 +233,8 @@ impl<D: Disk> RaftLoop<D> {
         if self.sync_latency_max.is_zero() {
             return;
         }
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         let max = self.sync_latency_max.as_micros().max(1) as u64;
-        tokio::time::sleep(Duration::from_micros((z ^ (z >> 31)) % max)).await;
+        tokio::time::sleep(Duration::from_micros(self.rng.next_u64() % max)).await;
     }
 
     /// Saves a snapshot durably, then marks it in the WAL and drops the
