@@ -52,14 +52,18 @@
 //! ops, 16 clients, 30% unknown) was about 12,000. [`Config::max_states_per_key`]
 //! bounds it.
 
+pub mod lease;
 mod linearize;
 mod model;
 mod revisions;
+pub mod watch;
 
 #[cfg(test)]
 mod generate;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod watch_tests;
 
 use std::collections::BTreeMap;
 use std::fmt;
