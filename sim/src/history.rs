@@ -249,10 +249,17 @@ impl WatchRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum LeaseCall {
     /// Grant a lease; `id` 0 lets the server pick.
-    Grant { id: i64, ttl: i64 },
-    Revoke { id: i64 },
+    Grant {
+        id: i64,
+        ttl: i64,
+    },
+    Revoke {
+        id: i64,
+    },
     /// One keep-alive request on the client's keep-alive stream.
-    KeepAlive { id: i64 },
+    KeepAlive {
+        id: i64,
+    },
     /// Put `value` at `key`, attached to lease `lease` (0: no lease, which
     /// detaches the key from any lease).
     Put {
@@ -261,21 +268,36 @@ pub enum LeaseCall {
         lease: i64,
     },
     /// Linearizable get of one key.
-    Get { key: String },
+    Get {
+        key: String,
+    },
 }
 
 /// What a lease request got.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum LeaseRet {
-    Granted { id: i64, ttl: i64, revision: i64 },
+    Granted {
+        id: i64,
+        ttl: i64,
+        revision: i64,
+    },
     /// An error that proves the request had no effect (lease already exists,
     /// lease not found, no leader).
     Refused(String),
-    Revoked { revision: i64 },
+    Revoked {
+        revision: i64,
+    },
     /// A keep-alive's answer: the granted TTL, 0 if the lease is gone.
-    Alive { ttl: i64 },
-    Put { revision: i64 },
-    Get { revision: i64, kv: Option<(Kv, i64)> },
+    Alive {
+        ttl: i64,
+    },
+    Put {
+        revision: i64,
+    },
+    Get {
+        revision: i64,
+        kv: Option<(Kv, i64)>,
+    },
     Unknown,
 }
 

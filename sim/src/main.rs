@@ -280,11 +280,14 @@ fn report(o: &cairn_sim::runner::Outcome, duration: Duration, note: &str, faults
         Err(e) => format!("FAILED: {e}"),
     };
     println!(
-        "seed {}: {verdict}{note}\n  faults enabled: {}\n  {} ops ({} unknown), trace {:016x}, {:.1} simulated s",
+        "seed {}: {verdict}{note}\n  faults enabled: {}\n  {} ops ({} unknown), {} watchers ({} events), {} lease ops, trace {:016x}, {:.1} simulated s",
         o.seed,
         o.swarm.names().join(", "),
         o.ops,
         o.unknown,
+        o.watchers,
+        o.watch_events,
+        o.lease_ops,
         o.trace_hash,
         o.sim_elapsed.as_secs_f64()
     );

@@ -9,9 +9,11 @@
 // Under madsim, `Instant::now` is the simulated clock, not the machine's.
 #![allow(clippy::disallowed_methods)]
 
+use crate::check::lease::{check_leases, LeaseViolation};
+use crate::check::watch::{check_watches, WatchViolation};
 use crate::check::{self, Stats, Violation};
 use crate::faults::{SeedRng, Swarm};
-use crate::history::{Call, History, Kv, Op, Ret};
+use crate::history::{Call, Extra, History, Kv, LeaseCall, LeaseOp, Op, Ret, WatchRecord};
 use cairn::disk::{DiskOp, MemDisk};
 use cairn::proto::etcdserverpb::{
     compare::{CompareResult, CompareTarget, TargetUnion},
@@ -35,6 +37,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
+mod watch_lease;
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -43,6 +47,10 @@ pub struct Options {
     pub duration: Duration,
     pub members: usize,
     pub clients: usize,
+    /// Clients that watch.
+    pub watchers: usize,
+    /// Clients that use leases.
+    pub lease_clients: usize,
 }
 
 impl Default for Options {
@@ -52,6 +60,8 @@ impl Default for Options {
             duration: Duration::from_secs(30),
             members: 3,
             clients: 4,
+            watchers: 2,
+            lease_clients: 2,
         }
     }
 }
@@ -67,6 +77,10 @@ pub enum Failure {
     Divergence(String),
     /// A range read contradicted itself.
     Range(String),
+    /// A watch guarantee broke.
+    Watch(WatchViolation),
+    /// A lease rule broke.
+    Lease(LeaseViolation),
     /// Something panicked: a broken invariant inside the server (raft-rs's
     /// or cairn's own asserts) or in the runner.
     Panic(String),
@@ -80,6 +94,8 @@ impl fmt::Display for Failure {
             Failure::Divergence(s) => write!(f, "replica agreement: {s}"),
             Failure::Panic(s) => write!(f, "panic: {s}"),
             Failure::Range(s) => write!(f, "range read: {s}"),
+            Failure::Watch(v) => write!(f, "watch check failed: {v}"),
+            Failure::Lease(v) => write!(f, "lease check failed: {v}"),
         }
     }
 }
@@ -93,6 +109,11 @@ pub struct Outcome {
     pub trace_hash: u64,
     pub ops: usize,
     pub unknown: usize,
+    /// Watchers created, and events they received.
+    pub watchers: usize,
+    pub watch_events: usize,
+    /// Lease client operations.
+    pub lease_ops: usize,
     /// Faults the nemesis injected, in order.
     pub faults: Vec<String>,
     /// Members that refused to start because recovery found corruption.
@@ -110,6 +131,9 @@ impl Outcome {
             trace_hash: fnv(&message),
             ops: 0,
             unknown: 0,
+            watchers: 0,
+            watch_events: 0,
+            lease_ops: 0,
             faults: Vec::new(),
             detected_corruption: Vec::new(),
             sim_elapsed: Duration::ZERO,
@@ -143,8 +167,10 @@ struct Shared {
     history: Mutex<History>,
     /// Members whose server stopped with an error, and why.
     stopped: Mutex<BTreeMap<usize, String>>,
-    /// Range responses that contradicted themselves.
+    /// Range and watch responses that contradicted themselves.
     anomalies: Mutex<Vec<String>>,
+    watches: Mutex<Vec<WatchRecord>>,
+    leases: Mutex<Vec<LeaseOp>>,
 }
 
 fn server_config(i: usize, members: usize, skew: f64, faults: InjectedFaults) -> ServerConfig {
@@ -711,6 +737,7 @@ pub async fn scenario(opts: Options) -> Outcome {
     let start = Instant::now();
     let mut rng = thread_rng();
     let disks: Vec<Disks> = (0..opts.members).map(|_| Disks::default()).collect();
+    let mut skews = Vec::new();
     let members: Vec<NodeHandle> = (0..opts.members)
         .map(|i| {
             let skew = if swarm.clock_skew {
@@ -718,6 +745,7 @@ pub async fn scenario(opts: Options) -> Outcome {
             } else {
                 1.0
             };
+            skews.push(skew);
             let faults = InjectedFaults {
                 peer_drop_rate: if swarm.message_drops {
                     rng.gen_range(0.0..0.1)
@@ -755,6 +783,30 @@ pub async fn scenario(opts: Options) -> Outcome {
         let members = opts.members;
         clients.push(node.spawn(client_loop(c as u32, members, shared, start, until)));
     }
+    for c in 0..opts.watchers {
+        let node = handle
+            .create_node()
+            .name(format!("watcher{c}"))
+            .ip(ip(110 + c))
+            .build();
+        let shared = shared.clone();
+        let members = opts.members;
+        clients.push(node.spawn(watch_lease::watcher_loop(
+            c as u32, members, shared, start, until,
+        )));
+    }
+    for c in 0..opts.lease_clients {
+        let node = handle
+            .create_node()
+            .name(format!("leaser{c}"))
+            .ip(ip(120 + c))
+            .build();
+        let shared = shared.clone();
+        let members = opts.members;
+        clients.push(node.spawn(watch_lease::lease_loop(
+            c as u32, members, shared, start, until,
+        )));
+    }
 
     let mut nemesis = Nemesis {
         handle: handle.clone(),
@@ -789,10 +841,14 @@ pub async fn scenario(opts: Options) -> Outcome {
     let members_n = opts.members;
     let check_shared = shared.clone();
     let flipped = nemesis.flipped;
-    let result = checker
-        .spawn(async move { final_checks(members_n, check_shared, start, flipped).await })
-        .await
-        .unwrap_or_else(|_| Err(Failure::Liveness("checker task died".into())));
+    let lease_clients = opts.lease_clients as u32;
+    let result =
+        checker
+            .spawn(async move {
+                final_checks(members_n, check_shared, start, flipped, lease_clients).await
+            })
+            .await
+            .unwrap_or_else(|_| Err(Failure::Liveness("checker task died".into())));
 
     let history = std::mem::take(&mut *shared.history.lock().expect("lock"));
     let detected_corruption: Vec<String> = shared
@@ -804,19 +860,38 @@ pub async fn scenario(opts: Options) -> Outcome {
         .map(|(m, e)| format!("n{m}: {e}"))
         .collect();
     let anomalies = std::mem::take(&mut *shared.anomalies.lock().expect("lock"));
+    let extra = Extra {
+        watches: std::mem::take(&mut *shared.watches.lock().expect("lock")),
+        leases: std::mem::take(&mut *shared.leases.lock().expect("lock")),
+        min_tick_factor: skews.iter().copied().fold(1.0, f64::min),
+        max_tick_nanos: (0.1 * skews.iter().copied().fold(1.0, f64::max) * 1e9) as u64,
+    };
     let result = result
         .and_then(|()| match anomalies.first() {
             Some(a) => Err(Failure::Range(format!("{a} ({} in all)", anomalies.len()))),
             None => Ok(()),
         })
-        .and_then(|()| check::check(&history).map_err(Failure::History));
+        .and_then(|()| check::check(&history).map_err(Failure::History))
+        .and_then(|stats| {
+            check_watches(&history, &extra).map_err(Failure::Watch)?;
+            check_leases(&extra).map_err(Failure::Lease)?;
+            Ok(stats)
+        });
     let unknown = history.iter().filter(|o| o.ret == Ret::Unknown).count();
     Outcome {
         seed: opts.seed,
         swarm,
-        trace_hash: fnv(&format!("{history:?}")),
+        trace_hash: fnv(&format!("{history:?}{extra:?}")),
         ops: history.len(),
         unknown,
+        watchers: extra.watches.len(),
+        watch_events: extra
+            .watches
+            .iter()
+            .flat_map(|w| &w.responses)
+            .map(|r| r.events.len())
+            .sum(),
+        lease_ops: extra.leases.len(),
         faults: nemesis.log,
         detected_corruption,
         sim_elapsed: start.elapsed(),
@@ -832,6 +907,7 @@ async fn final_checks(
     shared: Arc<Shared>,
     start: Instant,
     flipped: Option<usize>,
+    lease_clients: u32,
 ) -> Result<(), Failure> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut serving = Vec::new();
@@ -916,6 +992,27 @@ async fn final_checks(
                 Failure::Liveness(format!("final read of {key} on n{m} failed 3 times"))
             })?;
             shared.history.lock().expect("lock").push(op);
+        }
+        // Every lease key too: none may outlive its lease.
+        let Some(ch) = connect(m).await else {
+            return Err(Failure::Liveness(format!("n{m} stopped answering")));
+        };
+        for c in 0..lease_clients {
+            for i in 0..watch_lease::LEASE_KEYS {
+                let key = watch_lease::lease_key(c, i);
+                let invoke = start.elapsed().as_nanos() as u64;
+                let ret = watch_lease::read(&ch, &key).await;
+                if matches!(ret, crate::history::LeaseRet::Get { .. }) {
+                    let complete = Some(start.elapsed().as_nanos() as u64);
+                    shared.leases.lock().expect("lock").push(LeaseOp {
+                        client: 1000 + m as u32,
+                        invoke,
+                        complete,
+                        call: LeaseCall::Get { key },
+                        ret,
+                    });
+                }
+            }
         }
     }
     agree(&serving).await

@@ -241,7 +241,10 @@ pub fn check_leases(extra: &Extra) -> Result<LeaseStats, LeaseViolation> {
                             return Err(LeaseViolation {
                                 check: LeaseCheck::Atomic,
                                 lease,
-                                message: format!("its keys were deleted at different revisions: {}", all.join("; ")),
+                                message: format!(
+                                    "its keys were deleted at different revisions: {}",
+                                    all.join("; ")
+                                ),
                             });
                         }
                     }
@@ -293,7 +296,9 @@ pub fn check_leases(extra: &Extra) -> Result<LeaseStats, LeaseViolation> {
     let mut expiries = 0;
     for (id, obs) in &observed {
         let Some(l) = leases.get(id) else { continue };
-        let Some((renewed, by)) = l.renewed else { continue };
+        let Some((renewed, by)) = l.renewed else {
+            continue;
+        };
         let earliest = renewed + (l.ttl as f64 * 1e9 * factor) as u64;
         let earliest = earliest.saturating_sub(extra.max_tick_nanos);
         for (t, how) in obs {

@@ -139,8 +139,9 @@ fn describe(i: usize, w: &WatchRecord) -> String {
         w.client,
         w.member,
         w.start_revision,
-        w.created
-            .map_or(String::new(), |(t, r)| format!(", created at {t} ns rev {r}")),
+        w.created.map_or(String::new(), |(t, r)| format!(
+            ", created at {t} ns rev {r}"
+        )),
         if w.prev_kv { ", prev_kv" } else { "" },
         if w.no_put { ", NOPUT" } else { "" },
         if w.no_delete { ", NODELETE" } else { "" },
@@ -149,7 +150,11 @@ fn describe(i: usize, w: &WatchRecord) -> String {
     ) + &format!(" (#{i})")
 }
 
-fn violation(check: WatchCheck, watcher: Option<(usize, &WatchRecord)>, msg: String) -> WatchViolation {
+fn violation(
+    check: WatchCheck,
+    watcher: Option<(usize, &WatchRecord)>,
+    msg: String,
+) -> WatchViolation {
     WatchViolation {
         check,
         watcher: watcher.map(|(i, _)| i),
@@ -403,14 +408,19 @@ fn check_one(i: usize, w: &WatchRecord, known: &KnownEvents) -> Result<usize, Wa
                 return Err(violation(
                     WatchCheck::Bookmark,
                     here,
-                    format!("{at} arrived after progress response {pj} promised everything up to {h}"),
+                    format!(
+                        "{at} arrived after progress response {pj} promised everything up to {h}"
+                    ),
                 ));
             }
             if n > 0 && e.mod_revision < r.events[n - 1].mod_revision {
                 return Err(violation(
                     WatchCheck::Order,
                     here,
-                    format!("{at} follows revision {} in the same response", r.events[n - 1].mod_revision),
+                    format!(
+                        "{at} follows revision {} in the same response",
+                        r.events[n - 1].mod_revision
+                    ),
                 ));
             }
             if n == 0 {

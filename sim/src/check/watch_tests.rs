@@ -90,7 +90,13 @@ fn progress(at: u64, header: i64) -> WatchResponse {
     resp(at, header, Vec::new())
 }
 
-fn watcher(key: &str, range_end: &str, start: i64, created: i64, responses: Vec<WatchResponse>) -> WatchRecord {
+fn watcher(
+    key: &str,
+    range_end: &str,
+    start: i64,
+    created: i64,
+    responses: Vec<WatchResponse>,
+) -> WatchRecord {
     WatchRecord {
         client: 0,
         member: 0,
@@ -168,7 +174,16 @@ fn a_complete_watcher_passes() {
         5,
         vec![resp(100, 5, vec![put("k0", "b", 3, 2, 2), del("k0", 5)])],
     );
-    let short = watcher("k", "l", 1, 1, vec![resp(100, 2, vec![put("k0", "a", 2, 2, 1)]), progress(101, 2)]);
+    let short = watcher(
+        "k",
+        "l",
+        1,
+        1,
+        vec![
+            resp(100, 2, vec![put("k0", "a", 2, 2, 1)]),
+            progress(101, 2),
+        ],
+    );
     assert_eq!(
         watch_verdict(&h, &run(vec![prefix_watcher(), single, short.clone()])),
         None
@@ -192,7 +207,10 @@ fn a_missing_event_is_unreliable() {
     w.responses.remove(2);
     let mut h2 = kv_history();
     h2.remove(2);
-    assert_eq!(watch_verdict(&h2, &run(vec![other, w])), Some(WatchCheck::Reliable));
+    assert_eq!(
+        watch_verdict(&h2, &run(vec![other, w])),
+        Some(WatchCheck::Reliable)
+    );
 }
 
 #[test]
@@ -230,12 +248,16 @@ fn a_revision_split_over_responses_is_not_atomic() {
     let mut w = prefix_watcher();
     w.range_end = "m".into();
     w.responses.pop();
-    w.responses.push(resp(150, 6, vec![del("k1", 6), del("lease/a", 6)]));
+    w.responses
+        .push(resp(150, 6, vec![del("k1", 6), del("lease/a", 6)]));
     assert_eq!(watch_verdict(&h, &run(vec![w.clone()])), None);
     let last = w.responses.pop().expect("one");
     w.responses.push(resp(150, 6, vec![last.events[0].clone()]));
     w.responses.push(resp(151, 6, vec![last.events[1].clone()]));
-    assert_eq!(watch_verdict(&h, &run(vec![w.clone()])), Some(WatchCheck::Atomic));
+    assert_eq!(
+        watch_verdict(&h, &run(vec![w.clone()])),
+        Some(WatchCheck::Atomic)
+    );
     // Unless they are fragments.
     w.fragment = true;
     w.responses[4].fragment = true;
@@ -247,17 +269,26 @@ fn events_must_agree_with_writes_and_each_other() {
     let h = kv_history();
     let mut w = prefix_watcher();
     w.responses[1].events[0].value = "x".into();
-    assert_eq!(watch_verdict(&h, &run(vec![w])), Some(WatchCheck::Agreement));
+    assert_eq!(
+        watch_verdict(&h, &run(vec![w])),
+        Some(WatchCheck::Agreement)
+    );
     let mut a = prefix_watcher();
     let mut b = prefix_watcher();
     a.responses[2].events[0] = put("k2", "z", 4, 4, 1);
     b.responses[2].events[0] = put("k2", "z", 4, 3, 2);
     let mut h2 = kv_history();
     h2.remove(2);
-    assert_eq!(watch_verdict(&h2, &run(vec![a, b])), Some(WatchCheck::Agreement));
+    assert_eq!(
+        watch_verdict(&h2, &run(vec![a, b])),
+        Some(WatchCheck::Agreement)
+    );
     let mut w = prefix_watcher();
     w.responses[0].events[0].version = 2; // version 2 but create == mod
-    assert_eq!(watch_verdict(&h, &run(vec![w])), Some(WatchCheck::Agreement));
+    assert_eq!(
+        watch_verdict(&h, &run(vec![w])),
+        Some(WatchCheck::Agreement)
+    );
 }
 
 #[test]
@@ -291,10 +322,16 @@ fn a_resumed_watcher_must_continue_exactly() {
         "l",
         4,
         5,
-        vec![resp(200, 5, vec![put("k1", "c", 4, 4, 1)]), resp(201, 5, vec![del("k0", 5)])],
+        vec![
+            resp(200, 5, vec![put("k1", "c", 4, 4, 1)]),
+            resp(201, 5, vec![del("k0", 5)]),
+        ],
     );
     next.resumes = Some(0);
-    assert_eq!(watch_verdict(&h, &run(vec![first.clone(), next.clone()])), None);
+    assert_eq!(
+        watch_verdict(&h, &run(vec![first.clone(), next.clone()])),
+        None
+    );
     next.responses.remove(0);
     assert_eq!(
         watch_verdict(&h, &run(vec![first.clone(), next.clone()])),
@@ -302,8 +339,18 @@ fn a_resumed_watcher_must_continue_exactly() {
     );
     // Replaying what the first one had already delivered.
     let mut replay = next;
-    replay.responses.insert(0, resp(199, 5, vec![put("k0", "b", 3, 2, 2), put("k1", "c", 4, 4, 1)]));
-    assert_eq!(watch_verdict(&h, &run(vec![first, replay])), Some(WatchCheck::Range));
+    replay.responses.insert(
+        0,
+        resp(
+            199,
+            5,
+            vec![put("k0", "b", 3, 2, 2), put("k1", "c", 4, 4, 1)],
+        ),
+    );
+    assert_eq!(
+        watch_verdict(&h, &run(vec![first, replay])),
+        Some(WatchCheck::Range)
+    );
 }
 
 #[test]
@@ -336,7 +383,10 @@ fn a_needless_compaction_cancel_is_caught() {
     assert_eq!(watch_verdict(&h, &run(vec![w.clone()])), None);
     let mut w = prefix_watcher();
     w.end = WatchEnd::Compacted(3);
-    assert_eq!(watch_verdict(&h, &run(vec![w])), Some(WatchCheck::Compaction));
+    assert_eq!(
+        watch_verdict(&h, &run(vec![w])),
+        Some(WatchCheck::Compaction)
+    );
 }
 
 // Leases.
@@ -357,7 +407,16 @@ const L: i64 = 7;
 /// revision 2, lease/b at 3.
 fn lease_ops() -> Vec<LeaseOp> {
     vec![
-        lease_op(0, S / 100, LeaseCall::Grant { id: 0, ttl: 5 }, LeaseRet::Granted { id: L, ttl: 5, revision: 1 }),
+        lease_op(
+            0,
+            S / 100,
+            LeaseCall::Grant { id: 0, ttl: 5 },
+            LeaseRet::Granted {
+                id: L,
+                ttl: 5,
+                revision: 1,
+            },
+        ),
         lease_op(
             S / 10,
             S / 5,
@@ -378,7 +437,12 @@ fn lease_ops() -> Vec<LeaseOp> {
             },
             LeaseRet::Put { revision: 3 },
         ),
-        lease_op(S, S + S / 100, LeaseCall::KeepAlive { id: L }, LeaseRet::Alive { ttl: 5 }),
+        lease_op(
+            S,
+            S + S / 100,
+            LeaseCall::KeepAlive { id: L },
+            LeaseRet::Alive { ttl: 5 },
+        ),
     ]
 }
 
@@ -432,19 +496,40 @@ fn an_early_expiry_is_caught() {
     assert_eq!(lease_verdict(&extra), Some(LeaseCheck::Early));
     // Seen by a keep-alive answering TTL 0.
     let mut ops = lease_ops();
-    ops.push(lease_op(4 * S, 4 * S + 1, LeaseCall::KeepAlive { id: L }, LeaseRet::Alive { ttl: 0 }));
-    assert_eq!(lease_verdict(&lease_run(ops.clone(), vec![])), Some(LeaseCheck::Early));
+    ops.push(lease_op(
+        4 * S,
+        4 * S + 1,
+        LeaseCall::KeepAlive { id: L },
+        LeaseRet::Alive { ttl: 0 },
+    ));
+    assert_eq!(
+        lease_verdict(&lease_run(ops.clone(), vec![])),
+        Some(LeaseCheck::Early)
+    );
     // Seen by a read that finds a key attached to it absent.
     let mut ops = lease_ops();
     ops.push(lease_op(
         4 * S,
         4 * S + 1,
-        LeaseCall::Get { key: "lease/b".into() },
-        LeaseRet::Get { revision: 4, kv: None },
+        LeaseCall::Get {
+            key: "lease/b".into(),
+        },
+        LeaseRet::Get {
+            revision: 4,
+            kv: None,
+        },
     ));
-    assert_eq!(lease_verdict(&lease_run(ops.clone(), vec![])), Some(LeaseCheck::Early));
+    assert_eq!(
+        lease_verdict(&lease_run(ops.clone(), vec![])),
+        Some(LeaseCheck::Early)
+    );
     // Not if the client revoked it first.
-    ops.push(lease_op(3 * S, 3 * S + 1, LeaseCall::Revoke { id: L }, LeaseRet::Unknown));
+    ops.push(lease_op(
+        3 * S,
+        3 * S + 1,
+        LeaseCall::Revoke { id: L },
+        LeaseRet::Unknown,
+    ));
     ops.sort_by_key(|o| o.invoke);
     assert_eq!(lease_verdict(&lease_run(ops, vec![])), None);
 }
@@ -458,11 +543,18 @@ fn keys_of_a_lease_go_in_one_revision() {
 #[test]
 fn a_key_must_not_outlive_a_revoke() {
     let mut ops = lease_ops();
-    ops.push(lease_op(2 * S, 2 * S + 1, LeaseCall::Revoke { id: L }, LeaseRet::Revoked { revision: 4 }));
+    ops.push(lease_op(
+        2 * S,
+        2 * S + 1,
+        LeaseCall::Revoke { id: L },
+        LeaseRet::Revoked { revision: 4 },
+    ));
     ops.push(lease_op(
         3 * S,
         3 * S + 1,
-        LeaseCall::Get { key: "lease/a".into() },
+        LeaseCall::Get {
+            key: "lease/a".into(),
+        },
         LeaseRet::Get {
             revision: 4,
             kv: Some((
@@ -476,15 +568,29 @@ fn a_key_must_not_outlive_a_revoke() {
             )),
         },
     ));
-    assert_eq!(lease_verdict(&lease_run(ops.clone(), vec![])), Some(LeaseCheck::Outlived));
+    assert_eq!(
+        lease_verdict(&lease_run(ops.clone(), vec![])),
+        Some(LeaseCheck::Outlived)
+    );
     // A watcher that vouched past the revoke but never saw lease/b deleted.
     let mut ops = lease_ops();
-    ops.push(lease_op(2 * S, 2 * S + 1, LeaseCall::Revoke { id: L }, LeaseRet::Revoked { revision: 4 }));
+    ops.push(lease_op(
+        2 * S,
+        2 * S + 1,
+        LeaseCall::Revoke { id: L },
+        LeaseRet::Revoked { revision: 4 },
+    ));
     let mut w = lease_watcher(2 * S, (4, 4));
     let d = w.responses.pop().expect("one").events;
     w.responses[2].events.extend(d);
-    assert_eq!(lease_verdict(&lease_run(ops.clone(), vec![w.clone()])), None);
+    assert_eq!(
+        lease_verdict(&lease_run(ops.clone(), vec![w.clone()])),
+        None
+    );
     w.responses[2].events.pop();
     w.responses.push(progress(3 * S, 4));
-    assert_eq!(lease_verdict(&lease_run(ops, vec![w])), Some(LeaseCheck::Outlived));
+    assert_eq!(
+        lease_verdict(&lease_run(ops, vec![w])),
+        Some(LeaseCheck::Outlived)
+    );
 }
