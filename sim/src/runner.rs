@@ -873,8 +873,9 @@ pub async fn scenario(opts: Options) -> Outcome {
         })
         .and_then(|()| check::check(&history).map_err(Failure::History))
         .and_then(|stats| {
-            check_watches(&history, &extra).map_err(Failure::Watch)?;
-            check_leases(&extra).map_err(Failure::Lease)?;
+            let w = check_watches(&history, &extra).map_err(Failure::Watch)?;
+            let l = check_leases(&extra).map_err(Failure::Lease)?;
+            tracing::info!(?w, ?l, "watch and lease checks");
             Ok(stats)
         });
     let unknown = history.iter().filter(|o| o.ret == Ret::Unknown).count();
