@@ -154,7 +154,7 @@ fn run_here(cli: &Cli, seed: u64) -> bool {
     .join()
     .unwrap_or_else(|_| Outcome::panicked(seed, "the runner thread died".into()));
     let ok = outcome.result.is_ok();
-    report(&outcome, duration, "", cli.verbose || !ok);
+    report(&outcome, duration, cli.plant.as_deref(), cli.verbose || !ok);
     println!(
         "@@ {} {:016x} {}",
         if ok { "ok" } else { "failed" },
@@ -274,13 +274,13 @@ fn plant(_bug: cairn::planted::Bug) {
 }
 
 #[cfg(madsim)]
-fn report(o: &cairn_sim::runner::Outcome, duration: Duration, note: &str, faults: bool) {
+fn report(o: &cairn_sim::runner::Outcome, duration: Duration, plant: Option<&str>, faults: bool) {
     let verdict = match &o.result {
         Ok(_) => "ok".to_string(),
         Err(e) => format!("FAILED: {e}"),
     };
     println!(
-        "seed {}: {verdict}{note}\n  faults enabled: {}\n  {} ops ({} unknown), {} watchers ({} events), {} lease ops, trace {:016x}, {:.1} simulated s",
+        "seed {}: {verdict}\n  faults enabled: {}\n  {} ops ({} unknown), {} watchers ({} events), {} lease ops, trace {:016x}, {:.1} simulated s",
         o.seed,
         o.swarm.names().join(", "),
         o.ops,
@@ -299,9 +299,15 @@ fn report(o: &cairn_sim::runner::Outcome, duration: Duration, note: &str, faults
             println!("  nemesis {f}");
         }
     }
-    if o.result.is_err() || !note.is_empty() {
+    if o.result.is_err() {
+        let plant = plant.map_or(String::new(), |p| format!(" --plant {p}"));
+        let features = if plant.is_empty() {
+            ""
+        } else {
+            " --features planted"
+        };
         println!(
-            "  reproduce: RUSTFLAGS=\"--cfg madsim\" cargo run -p cairn-sim --release --target-dir target/madsim -- --seed {} --duration {}",
+            "  reproduce: RUSTFLAGS=\"--cfg madsim\" cargo run -p cairn-sim --release{features} --target-dir target/madsim -- --seed {}{plant} --duration {}",
             o.seed,
             duration.as_secs()
         );

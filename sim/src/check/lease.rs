@@ -1,5 +1,7 @@
 //! The lease checker.
 //!
+//! - **TTL** ([`LeaseCheck::Ttl`]): a keep-alive answers the granted TTL, or
+//!   0 when the lease is gone.
 //! - **Revoked** ([`LeaseCheck::Outlived`]): once a lease is known gone (a
 //!   revoke was acknowledged, or a keep-alive answered TTL 0), no read
 //!   invoked afterwards returns a key attached to it, and no watcher sees a
@@ -32,6 +34,8 @@ use crate::history::{EventKind, Extra, LeaseCall, LeaseRet};
 /// Which lease rule a [`LeaseViolation`] breaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum LeaseCheck {
+    /// A keep-alive answered a TTL other than the granted one (or 0).
+    Ttl,
     Outlived,
     Atomic,
     Early,
@@ -40,6 +44,7 @@ pub enum LeaseCheck {
 impl fmt::Display for LeaseCheck {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            LeaseCheck::Ttl => "a keep-alive answered a TTL other than the granted one",
             LeaseCheck::Outlived => "a key outlived its lease",
             LeaseCheck::Atomic => "a lease's keys deleted at different revisions",
             LeaseCheck::Early => "a lease expired before its TTL",
@@ -124,6 +129,16 @@ pub fn check_leases(extra: &Extra) -> Result<LeaseStats, LeaseViolation> {
             (LeaseCall::KeepAlive { id }, LeaseRet::Alive { ttl }) => {
                 let Some(t) = done else { continue };
                 let l = leases.entry(*id).or_default();
+                if *ttl > 0 && l.ttl > 0 && *ttl != l.ttl {
+                    return Err(LeaseViolation {
+                        check: LeaseCheck::Ttl,
+                        lease: *id,
+                        message: format!(
+                            "keep-alive op #{i} answered TTL {ttl}, but the lease was granted {} s",
+                            l.ttl
+                        ),
+                    });
+                }
                 if *ttl > 0 {
                     if l.renewed.is_none_or(|(r, _)| op.invoke > r) {
                         l.renewed = Some((op.invoke, i));

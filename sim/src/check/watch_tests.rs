@@ -594,3 +594,19 @@ fn a_key_must_not_outlive_a_revoke() {
         Some(LeaseCheck::Outlived)
     );
 }
+
+#[test]
+fn a_keep_alive_answers_the_granted_ttl() {
+    let mut ops = lease_ops();
+    assert_eq!(lease_verdict(&lease_run(ops.clone(), vec![])), None);
+    ops.push(lease_op(
+        2 * S,
+        2 * S + 1,
+        LeaseCall::KeepAlive { id: L },
+        LeaseRet::Alive { ttl: 4 },
+    ));
+    assert_eq!(
+        lease_verdict(&lease_run(ops, vec![])),
+        Some(LeaseCheck::Ttl)
+    );
+}
