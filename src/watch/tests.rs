@@ -211,16 +211,35 @@ fn cancel_progress_and_refused_creates() {
     let progress = WatchRequest {
         request_union: Some(RequestUnion::ProgressRequest(WatchProgressRequest {})),
     };
+    hub.request(1, progress.clone(), &store);
+    let got = drain(&mut hub, 1);
+    // Each watcher's event, then one progress response for the stream.
+    assert_eq!(got.len(), 3);
+    assert!(got[..2].iter().all(|r| r.events.len() == 1));
+    assert_eq!(got[2].watch_id, -1);
+    assert!(got[2].events.is_empty());
+    assert_eq!(got[2].header.as_ref().unwrap().revision, 3);
+    // A watcher behind holds the answer back until it has caught up.
+    let mut past = create("a", "", 1);
+    if let Some(RequestUnion::CreateRequest(c)) = &mut past.request_union {
+        c.watch_id = 8;
+    }
+    hub.request(1, past, &store);
     hub.request(1, progress, &store);
     let got = drain(&mut hub, 1);
-    // Each watcher: the event, then a progress response at revision 3.
-    for id in [0, 5] {
-        let mine: Vec<_> = got.iter().filter(|r| r.watch_id == id).collect();
-        assert_eq!(mine.len(), 2);
-        assert_eq!(mine[0].events.len(), 1);
-        assert!(mine[1].events.is_empty());
-        assert_eq!(mine[1].header.as_ref().unwrap().revision, 3);
-    }
+    assert_eq!(got.len(), 1, "only the created response: {got:?}");
+    hub.catch_up(&store);
+    let got = drain(&mut hub, 1);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].events.len(), 2);
+    assert_eq!(got[1].watch_id, -1);
+    let cancel8 = WatchRequest {
+        request_union: Some(RequestUnion::CancelRequest(WatchCancelRequest {
+            watch_id: 8,
+        })),
+    };
+    hub.request(1, cancel8, &store);
+    drain(&mut hub, 1);
     let cancel = WatchRequest {
         request_union: Some(RequestUnion::CancelRequest(WatchCancelRequest {
             watch_id: 5,
