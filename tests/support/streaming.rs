@@ -185,9 +185,10 @@ impl Streaming {
 
     /// Kills the process (SIGKILL) and returns everything it printed.
     pub fn kill(mut self) -> CtlOut {
-        self.stdin = None;
         let mut child = self.child.take().expect("running");
         let _ = child.kill();
+        // Only now close stdin: an interactive etcdctl reports EOF on it.
+        self.stdin = None;
         let status = child.wait().expect("wait");
         self.join_readers();
         CtlOut {
