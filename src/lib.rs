@@ -9,6 +9,10 @@
 //! - [`snap`]: atomic, checksummed snapshot files.
 //! - [`mvcc`]: the in-memory multi-version key-value store with etcd's
 //!   revision semantics.
+//! - [`lease`]: the lessor: leases, their keys, and expiry from ticks.
+//! - [`watch`]: the watch hub: watchers, their bounded queues, catch-up from
+//!   the MVCC history.
+//! - [`node`]: raft-rs around the store and the lessor: the replicated member.
 //! - [`storage`]: a node's data directory and its recovery order.
 //! - [`proto`]: the etcd v3 wire types (`etcdserverpb`, `mvccpb`).
 //!
@@ -19,6 +23,7 @@
 pub mod codec;
 pub mod disk;
 pub mod error;
+pub mod lease;
 pub mod mvcc;
 pub mod node;
 pub mod planted;
@@ -27,5 +32,6 @@ pub mod server;
 pub mod snap;
 pub mod storage;
 pub mod wal;
+pub mod watch;
 
 pub use error::{Error, Result};

@@ -21,16 +21,23 @@ pub enum Bug {
     ApplyTwiceAfterRestart,
     /// Compaction also drops the newest version at or before the revision.
     CompactionDropsNewest,
+    /// A watcher that falls behind and catches up from the history skips the
+    /// first event it reads there.
+    WatchSkipsCatchUpEvent,
+    /// A new leader expires every lease at once instead of extending them.
+    LeaseExpiresOnLeaderChange,
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 7] = [
         Bug::AckBeforeFsync,
         Bug::ReadsWithoutReadIndex,
         Bug::SkipHardStateSync,
         Bug::ApplyTwiceAfterRestart,
         Bug::CompactionDropsNewest,
+        Bug::WatchSkipsCatchUpEvent,
+        Bug::LeaseExpiresOnLeaderChange,
     ];
 
     /// The name `--plant` takes.
@@ -41,6 +48,8 @@ impl Bug {
             Bug::SkipHardStateSync => "skip-hard-state-sync",
             Bug::ApplyTwiceAfterRestart => "apply-twice-after-restart",
             Bug::CompactionDropsNewest => "compaction-drops-newest",
+            Bug::WatchSkipsCatchUpEvent => "watch-skips-catch-up-event",
+            Bug::LeaseExpiresOnLeaderChange => "lease-expires-on-leader-change",
         }
     }
 

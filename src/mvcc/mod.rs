@@ -60,6 +60,7 @@
 //! again, without a copy.
 
 mod error;
+mod history;
 mod revision;
 mod state;
 mod txn;

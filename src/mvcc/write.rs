@@ -74,8 +74,9 @@ impl<'a> WriteTxn<'a> {
         }
     }
 
-    /// Appends `version` to `key`'s history and records the event.
-    fn stage(&mut self, key: &Bytes, version: Version, kind: EventType) {
+    /// Appends `version` to `key`'s history and records the event, with the
+    /// key's previous live version as `prev_kv` (watchers and the lessor use it).
+    fn stage(&mut self, key: &Bytes, version: Version, kind: EventType, prev: Option<KeyValue>) {
         let kv = match kind {
             EventType::Put => version.to_kv(key, false),
             // etcd's delete event carries the key and the revision of the delete.
@@ -95,7 +96,7 @@ impl<'a> WriteTxn<'a> {
         self.events.push(Event {
             r#type: kind as i32,
             kv: Some(kv),
-            prev_kv: None,
+            prev_kv: prev,
         });
     }
 
@@ -123,12 +124,11 @@ impl<'a> WriteTxn<'a> {
                 _ => req.value.clone(),
             },
         };
-        self.stage(&req.key, version, EventType::Put);
+        let prev = prev.map(|p| p.to_kv(&req.key, false));
+        self.stage(&req.key, version, EventType::Put, prev.clone());
         Ok(PutResponse {
             header: header(self.main),
-            prev_kv: prev
-                .filter(|_| req.prev_kv)
-                .map(|p| p.to_kv(&req.key, false)),
+            prev_kv: prev.filter(|_| req.prev_kv),
         })
     }
 
@@ -138,7 +138,7 @@ impl<'a> WriteTxn<'a> {
             .live_at(&req.key, &req.range_end, self.read_rev())
             .map(|(k, v)| (k.clone(), v.to_kv(k, false)))
             .collect();
-        for (key, _) in &doomed {
+        for (key, prev) in &doomed {
             let tombstone = Version {
                 rev: self.next_rev(),
                 create: 0,
@@ -146,7 +146,7 @@ impl<'a> WriteTxn<'a> {
                 lease: 0,
                 value: Bytes::new(),
             };
-            self.stage(key, tombstone, EventType::Delete);
+            self.stage(key, tombstone, EventType::Delete, Some(prev.clone()));
         }
         DeleteRangeResponse {
             header: header(self.read_rev()),

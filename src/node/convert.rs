@@ -98,5 +98,10 @@ pub fn recovery(rec: storage::Recovered) -> Recovery {
             .as_ref()
             .map(|(_, s)| super::members_from_data(&s.data))
             .unwrap_or_default(),
+        leases: rec
+            .snapshot
+            .as_ref()
+            .map(|(_, s)| super::leases_from_data(&s.data))
+            .unwrap_or_default(),
     }
 }

@@ -61,15 +61,18 @@ mod logger;
 
 pub use log_store::LogStore;
 
+use crate::lease::{self, LeaseError, Lessor};
 use crate::mvcc::{self, Store};
 use crate::planted::{self, Bug};
 use crate::proto::cairnpb::{
-    raft_request::Request, MemberAttributes, MemberAttributesList, RaftRequest,
+    raft_request::Request, LeaseExpire, LeaseRecord, MemberAttributes, MemberAttributesList,
+    RaftRequest,
 };
 use crate::proto::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, PutResponse, RangeRequest, RangeResponse,
-    ResponseHeader, TxnResponse,
+    CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseKeepAliveResponse,
+    LeaseRevokeResponse, PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnResponse,
 };
+use crate::proto::mvccpb::Event;
 use crate::snap::{decode_sections, encode_sections, SectionKind};
 use prost::Message as _;
 use raft::eraftpb::{Entry, EntryType, HardState, Message, Snapshot};
@@ -97,6 +100,11 @@ pub struct NodeConfig {
     pub snapshot_catchup_entries: u64,
     /// Limit on ops per txn branch.
     pub max_txn_ops: usize,
+    /// Ticks per second of the driver's clock (lease TTLs are in seconds).
+    pub ticks_per_sec: u64,
+    /// The smallest lease TTL granted, in seconds (etcd: 1.5 election
+    /// timeouts, rounded up).
+    pub min_lease_ttl: i64,
 }
 
 /// The response to a client request.
@@ -107,7 +115,11 @@ pub enum Response {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compaction(CompactionResponse),
-    /// A member's attributes were recorded.
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
+    /// A keep-alive was applied (TTL 0: the lease does not exist).
+    LeaseRenew(LeaseKeepAliveResponse),
+    /// A member's attributes were recorded, or a lease expiry applied.
     Published,
 }
 
@@ -117,6 +129,9 @@ pub enum NodeError {
     /// The store refused it (deterministically, on every member).
     #[error(transparent)]
     Mvcc(#[from] mvcc::Error),
+    /// The lessor refused it (deterministically, on every member).
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
     /// No leader is known, so the proposal could not be forwarded.
     #[error("etcdserver: no leader")]
     NoLeader,
@@ -179,6 +194,8 @@ pub struct Recovery {
     pub entries: Vec<Entry>,
     /// Members' published attributes as of the snapshot.
     pub members: Vec<MemberAttributes>,
+    /// Leases as of the snapshot.
+    pub leases: Vec<LeaseRecord>,
 }
 
 /// Linearizable reads waiting on one ReadIndex round.
@@ -217,6 +234,13 @@ pub struct Node {
     members: BTreeMap<u64, MemberAttributes>,
     /// The last hard state raft handed out, for the invariant checks.
     last_hard_state: HardState,
+    /// Leases (replicated) and their deadlines (this member's).
+    lessor: Lessor,
+    /// Events of applied writes not yet taken by the driver (for watchers).
+    events: Vec<Event>,
+    /// Bumped whenever the store is replaced by a snapshot: watchers must
+    /// then catch up from the new store's history.
+    store_generation: u64,
 }
 
 impl std::fmt::Debug for Node {
@@ -271,7 +295,12 @@ impl Node {
             raw.campaign()?;
         }
         let members = rec.members.into_iter().map(|m| (m.member_id, m)).collect();
+        let mut lessor = Lessor::new(cfg.min_lease_ttl, cfg.ticks_per_sec);
+        lessor.restore(&rec.leases, rec.store.leased_keys(), 0);
         let mut node = Self {
+            lessor,
+            events: Vec::new(),
+            store_generation: 0,
             members,
             last_hard_state,
             raw,
@@ -293,7 +322,7 @@ impl Node {
         for entry in replay_twice {
             // Planted bug: raft will deliver these entries again.
             if let Ok(req) = RaftRequest::decode(entry.data.clone()) {
-                let _ = node.apply_request(req.request);
+                let _ = node.apply_request(entry.index, req.request);
             }
         }
         Ok(node)
@@ -315,6 +344,19 @@ impl Node {
         for ctx in stale {
             let (_, reads) = self.reads_in_flight.remove(&ctx).expect("listed above");
             self.reads_waiting.extend(reads);
+        }
+        if self.raw.raft.state == StateRole::Leader {
+            // Expire through the log, so every member deletes the keys at the
+            // same revision; retried if the proposal is lost.
+            let retry = self.cfg.election_tick as u64;
+            for (id, renewed_at) in self.lessor.expired(self.ticks, retry, 64) {
+                let data = RaftRequest {
+                    id: 0,
+                    request: Some(Request::LeaseExpire(LeaseExpire { id, renewed_at })),
+                }
+                .encode_to_vec();
+                let _ = self.raw.propose(Vec::new(), data);
+            }
         }
     }
 
@@ -395,6 +437,11 @@ impl Node {
         if let Some(ss) = rd.ss() {
             if ss.leader_id != self.leader {
                 self.leader = ss.leader_id;
+                if self.leader == self.cfg.id {
+                    // The old leader's countdowns are not ours to trust.
+                    self.lessor
+                        .promote(self.ticks, self.cfg.election_tick as u64);
+                }
                 // A ReadIndex sent to the old leader will not be answered.
                 for (id, _) in std::mem::take(&mut self.reads_in_flight)
                     .into_values()
@@ -511,9 +558,39 @@ impl Node {
         self.members.values().cloned().collect()
     }
 
-    /// The MVCC store, for reads the driver serves itself (HashKV).
+    /// The MVCC store, for reads the driver serves itself (HashKV, watchers
+    /// catching up).
     pub fn store(&self) -> &Store {
         &self.kv
+    }
+
+    /// The lessor, for the lease queries the driver serves itself.
+    pub fn lessor(&self) -> &Lessor {
+        &self.lessor
+    }
+
+    /// Logical time, in ticks since this member started.
+    pub fn ticks(&self) -> u64 {
+        self.ticks
+    }
+
+    /// Events of the writes applied since the last call, in revision order.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Changes whenever a snapshot replaced the store (events between the old
+    /// store and the new one are then only in the new store's history).
+    pub fn store_generation(&self) -> u64 {
+        self.store_generation
+    }
+
+    /// Fills the header of a response the driver builds itself.
+    pub fn fill_header(&self, header: &mut Option<ResponseHeader>, revision: i64) {
+        self.header(header);
+        if let Some(h) = header {
+            h.revision = revision;
+        }
     }
 
     /// Fills the header fields only the node knows.
@@ -542,6 +619,11 @@ impl Node {
             .into_iter()
             .map(|m| (m.member_id, m))
             .collect();
+        let leases = leases_from_data(&snap.data);
+        self.lessor
+            .restore(&leases, self.kv.leased_keys(), self.ticks);
+        self.events.clear();
+        self.store_generation += 1;
         self.raw.mut_store().apply_snapshot(snap.clone());
         self.applied = index;
         self.snapshot_index = index;
@@ -576,7 +658,7 @@ impl Node {
                     continue;
                 }
             };
-            let result = self.apply_request(req.request);
+            let result = self.apply_request(entry.index, req.request);
             if self.proposed.remove(&req.id) {
                 self.replies.push(Reply { id: req.id, result });
             }
@@ -585,27 +667,96 @@ impl Node {
         self.maybe_snapshot();
     }
 
-    fn apply_request(&mut self, request: Option<Request>) -> Result<Response, NodeError> {
-        let mut response = match request {
+    fn apply_request(
+        &mut self,
+        index: u64,
+        request: Option<Request>,
+    ) -> Result<Response, NodeError> {
+        let (mut response, events) = match request {
             Some(Request::Attributes(a)) => {
                 self.members.insert(a.member_id, a);
                 return Ok(Response::Published);
             }
-            Some(Request::Put(r)) => Response::Put(self.kv.put(&r)?.0),
-            Some(Request::DeleteRange(r)) => Response::DeleteRange(self.kv.delete_range(&r)?.0),
-            Some(Request::Txn(r)) => Response::Txn(self.kv.txn(&r)?.0),
-            Some(Request::Compaction(r)) => Response::Compaction(self.kv.compact(&r)?),
-            // Lease requests are not applied yet (issue #5 in progress).
-            Some(_) | None => return Err(mvcc::Error::KeyNotFound.into()),
+            Some(Request::Put(r)) => {
+                if r.lease != 0 && !r.ignore_lease && !self.lessor.exists(r.lease) {
+                    return Err(LeaseError::NotFound.into());
+                }
+                let (resp, events) = self.kv.put(&r)?;
+                (Response::Put(resp), events)
+            }
+            Some(Request::DeleteRange(r)) => {
+                let (resp, events) = self.kv.delete_range(&r)?;
+                (Response::DeleteRange(resp), events)
+            }
+            Some(Request::Txn(r)) => {
+                if self
+                    .kv
+                    .txn_leases(&r)
+                    .iter()
+                    .any(|id| !self.lessor.exists(*id))
+                {
+                    return Err(LeaseError::NotFound.into());
+                }
+                let (resp, events) = self.kv.txn(&r)?;
+                (Response::Txn(resp), events)
+            }
+            Some(Request::Compaction(r)) => (Response::Compaction(self.kv.compact(&r)?), vec![]),
+            Some(Request::LeaseGrant(r)) => {
+                let ttl = self.lessor.grant(&r, index, self.ticks)?;
+                let resp = LeaseGrantResponse {
+                    header: None,
+                    id: r.id,
+                    ttl,
+                    error: String::new(),
+                };
+                (Response::LeaseGrant(resp), vec![])
+            }
+            Some(Request::LeaseRevoke(r)) => {
+                let keys = self.lessor.revoke(r.id)?;
+                let events = self.kv.delete_keys(&keys);
+                (
+                    Response::LeaseRevoke(LeaseRevokeResponse::default()),
+                    events,
+                )
+            }
+            Some(Request::LeaseRenew(r)) => {
+                let ttl = self.lessor.renew(r.id, index, self.ticks).unwrap_or(0);
+                let resp = LeaseKeepAliveResponse {
+                    header: None,
+                    id: r.id,
+                    ttl,
+                };
+                (Response::LeaseRenew(resp), vec![])
+            }
+            Some(Request::LeaseExpire(r)) => {
+                let keys = self.lessor.expire(r.id, r.renewed_at).unwrap_or_default();
+                let events = self.kv.delete_keys(&keys);
+                (Response::Published, events)
+            }
+            None => return Err(mvcc::Error::KeyNotFound.into()),
         };
+        if !events.is_empty() {
+            self.lessor.on_events(&events);
+            self.events.extend(events);
+        }
+        let revision = self.kv.current_revision();
         let header = match &mut response {
             Response::Range(r) => &mut r.header,
             Response::Put(r) => &mut r.header,
             Response::DeleteRange(r) => &mut r.header,
             Response::Txn(r) => &mut r.header,
             Response::Compaction(r) => &mut r.header,
+            Response::LeaseGrant(r) => &mut r.header,
+            Response::LeaseRevoke(r) => &mut r.header,
+            Response::LeaseRenew(r) => &mut r.header,
             Response::Published => return Ok(response),
         };
+        if header.is_none() {
+            *header = Some(ResponseHeader {
+                revision,
+                ..Default::default()
+            });
+        }
         self.header(header);
         Ok(response)
     }
@@ -632,6 +783,7 @@ impl Node {
         .encode_to_vec();
         let data = encode_sections(&[
             (SectionKind::Mvcc, &self.kv.encode()),
+            (SectionKind::Lease, &self.lessor.encode()),
             (SectionKind::Members, &members),
         ]);
         let mut snap = Snapshot {
@@ -656,17 +808,27 @@ impl Node {
 #[cfg(test)]
 mod tests;
 
+/// One section of snapshot data, if present and the data decodes.
+fn section(data: &bytes::Bytes, kind: SectionKind) -> Option<bytes::Bytes> {
+    decode_sections(data.clone())
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, bytes)| bytes)
+}
+
 /// Members' attributes out of snapshot data; none if the section is absent
 /// (a snapshot from before members published) or does not decode.
 pub fn members_from_data(data: &bytes::Bytes) -> Vec<MemberAttributes> {
-    decode_sections(data.clone())
-        .ok()
-        .and_then(|sections| {
-            sections
-                .into_iter()
-                .find(|(k, _)| *k == SectionKind::Members)
-        })
-        .and_then(|(_, bytes)| MemberAttributesList::decode(bytes).ok())
+    section(data, SectionKind::Members)
+        .and_then(|bytes| MemberAttributesList::decode(bytes).ok())
         .map(|l| l.members)
+        .unwrap_or_default()
+}
+
+/// Leases out of snapshot data; none if the section is absent.
+pub fn leases_from_data(data: &bytes::Bytes) -> Vec<LeaseRecord> {
+    section(data, SectionKind::Lease)
+        .map(lease::records_from_section)
         .unwrap_or_default()
 }

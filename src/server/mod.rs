@@ -25,17 +25,23 @@ use crate::disk::{Disk, FsDisk};
 use crate::node::{convert, Node, NodeConfig};
 use crate::proto::cairnpb::{peer_server::PeerServer, MemberAttributes};
 use crate::proto::etcdserverpb::{
-    cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
+    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use crate::proto::health::health_server::HealthServer;
 use crate::storage::{self, SNAP_DIR, WAL_DIR};
 use crate::wal::WalOptions;
+use crate::watch::{WatchConfig, WatchHub};
 use config::{ConfigError, ServerConfig};
 use peer::{PeerService, Transport};
 use raft_loop::RaftLoop;
-use services::{ClusterService, Handle, HealthService, KvService, MaintenanceService};
+use services::{
+    ClusterService, Handle, HealthService, KvService, LeaseService, MaintenanceService,
+    WatchService,
+};
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
@@ -164,6 +170,8 @@ pub async fn serve_on<D: Disk + 'static>(
         snapshot_count: cfg.snapshot_count.max(1),
         snapshot_catchup_entries: cfg.snapshot_catchup_entries,
         max_txn_ops: cfg.max_txn_ops,
+        ticks_per_sec: raft_loop::TICKS_PER_SEC,
+        min_lease_ttl: raft_loop::MIN_LEASE_TTL,
     };
     tracing::info!(
         name = %cfg.name, member_id = format_args!("{:x}", me.id), cluster_id = format_args!("{:x}", node_cfg.cluster_id),
@@ -203,6 +211,11 @@ pub async fn serve_on<D: Disk + 'static>(
         publish_id: None,
         sync_latency_max: cfg.faults.sync_latency_max,
         rng: SplitMix64::new(splitmix(seed ^ 0x51ee9)),
+        watches: WatchHub::new(WatchConfig {
+            max_response_bytes: cfg.max_request_bytes,
+            ..Default::default()
+        }),
+        watch_streams: BTreeMap::new(),
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -213,6 +226,7 @@ pub async fn serve_on<D: Disk + 'static>(
         cluster_id: node_cfg.cluster_id,
         member_id: me.id,
         members: Arc::new(members),
+        next_watch_stream: Arc::new(AtomicU64::new(1)),
     };
     let mut servers = Vec::new();
     // A server that stops before shutdown (it could not bind) stops the member.
@@ -247,6 +261,8 @@ pub async fn serve_on<D: Disk + 'static>(
                 .add_service(KvServer::new(KvService(h.clone())).max_decoding_message_size(max_msg))
                 .add_service(MaintenanceServer::new(MaintenanceService(h.clone())))
                 .add_service(ClusterServer::new(ClusterService(h.clone())))
+                .add_service(WatchServer::new(WatchService(h.clone())))
+                .add_service(LeaseServer::new(LeaseService(h.clone())))
                 .add_service(HealthServer::new(HealthService(h)));
             let stopped = async move {
                 let _ = stop.changed().await;

@@ -16,9 +16,13 @@ use crate::node::convert::{entry_to_wal, hard_state_to_wal, snapshot_to_file};
 use crate::node::{Node, NodeError, NodeStatus, Response};
 use crate::planted::{self, Bug};
 use crate::proto::cairnpb::{raft_request::Request, MemberAttributes};
-use crate::proto::etcdserverpb::RangeRequest;
+use crate::proto::etcdserverpb::{
+    LeaseLeasesResponse, LeaseStatus, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    RangeRequest, WatchRequest, WatchResponse,
+};
 use crate::snap::SnapStore;
 use crate::wal::{SnapshotMarker, Wal};
+use crate::watch::WatchHub;
 use raft::eraftpb::Snapshot;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -27,6 +31,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// One raft tick. etcd's default heartbeat is 100 ms and its election timeout
 /// 1 s: the node heartbeats every tick and elects after 10 to 20.
 pub const TICK: Duration = Duration::from_millis(100);
+
+/// Ticks per second, for lease TTLs.
+pub const TICKS_PER_SEC: u64 = 10;
+
+/// etcd's minimum lease TTL: 1.5 of its default 1 s election timeout,
+/// rounded up to whole seconds, so a lease outlives a leader election.
+pub const MIN_LEASE_TTL: i64 = 2;
 
 /// Commands drained into the node before one `Ready` (bounds one batch).
 const MAX_BATCH: usize = 1024;
@@ -46,6 +57,19 @@ pub enum Command {
     HashKv(i64, oneshot::Sender<Result<HashKv, mvcc::Error>>),
     /// Members' published attributes, with this member's status.
     Members(oneshot::Sender<(Vec<MemberAttributes>, NodeStatus)>),
+    /// A new watch stream, numbered by the service, and where its responses go.
+    WatchOpen(u64, mpsc::Sender<WatchResponse>),
+    /// A request on a watch stream.
+    Watch(u64, WatchRequest),
+    /// The client is gone: drop the stream's watchers.
+    WatchClose(u64),
+    /// A lease's remaining time, as this member counts it.
+    LeaseTimeToLive(
+        LeaseTimeToLiveRequest,
+        oneshot::Sender<LeaseTimeToLiveResponse>,
+    ),
+    /// Every lease.
+    LeaseLeases(oneshot::Sender<LeaseLeasesResponse>),
 }
 
 /// The loop's state. See the module docs.
@@ -71,6 +95,10 @@ pub struct RaftLoop<D: Disk> {
     /// the generator that draws it.
     pub sync_latency_max: Duration,
     pub rng: super::SplitMix64,
+    /// Every watcher of this member.
+    pub watches: WatchHub,
+    /// Where each watch stream's responses go (bounded: a full stream waits).
+    pub watch_streams: BTreeMap<u64, mpsc::Sender<WatchResponse>>,
 }
 
 impl<D: Disk> RaftLoop<D> {
@@ -92,10 +120,20 @@ impl<D: Disk> RaftLoop<D> {
                         self.wal.sync()?;
                     }
                     self.node.tick();
+                    self.watches.tick(self.node.store());
                     ticks += 1;
                     if ticks.is_multiple_of(10) {
                         // Drop the senders of clients that gave up (timed out).
                         self.waiting.retain(|_, tx| !tx.is_closed());
+                        let gone: Vec<u64> = self
+                            .watch_streams
+                            .iter()
+                            .filter(|(_, tx)| tx.is_closed())
+                            .map(|(id, _)| *id)
+                            .collect();
+                        for id in gone {
+                            self.close_watch_stream(id);
+                        }
                     }
                 }
                 cmd = commands.recv() => {
@@ -122,6 +160,7 @@ impl<D: Disk> RaftLoop<D> {
             }
             self.publish();
             self.process().await?;
+            self.feed_watchers();
         }
         self.wal.sync()?;
         Ok(())
@@ -129,8 +168,14 @@ impl<D: Disk> RaftLoop<D> {
 
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Propose(request, tx) => {
+            Command::Propose(mut request, tx) => {
                 let id = self.next_id();
+                if let Request::LeaseGrant(g) = &mut request {
+                    if g.id == 0 {
+                        // The proposer picks the ID, so every member applies the same one.
+                        g.id = (id & i64::MAX as u64).max(1) as i64;
+                    }
+                }
                 self.waiting.insert(id, tx);
                 self.node.propose(id, request);
             }
@@ -147,6 +192,72 @@ impl<D: Disk> RaftLoop<D> {
             }
             Command::Members(tx) => {
                 let _ = tx.send((self.node.members(), self.node.status()));
+            }
+            Command::WatchOpen(stream, tx) => {
+                self.watches.open(stream);
+                self.watch_streams.insert(stream, tx);
+            }
+            Command::Watch(stream, req) => self.watches.request(stream, req, self.node.store()),
+            Command::WatchClose(stream) => self.close_watch_stream(stream),
+            Command::LeaseTimeToLive(req, tx) => {
+                let mut resp = LeaseTimeToLiveResponse {
+                    id: req.id,
+                    ttl: -1,
+                    ..Default::default()
+                };
+                if let Some(t) = self.node.lessor().time_to_live(req.id, self.node.ticks()) {
+                    resp.ttl = t.remaining;
+                    resp.granted_ttl = t.granted;
+                    if req.keys {
+                        resp.keys = t.keys;
+                    }
+                }
+                self.node
+                    .fill_header(&mut resp.header, self.node.store().current_revision());
+                let _ = tx.send(resp);
+            }
+            Command::LeaseLeases(tx) => {
+                let mut resp = LeaseLeasesResponse {
+                    header: None,
+                    leases: (self.node.lessor().ids().into_iter())
+                        .map(|id| LeaseStatus { id })
+                        .collect(),
+                };
+                self.node
+                    .fill_header(&mut resp.header, self.node.store().current_revision());
+                let _ = tx.send(resp);
+            }
+        }
+    }
+
+    fn close_watch_stream(&mut self, stream: u64) {
+        self.watches.close(stream);
+        self.watch_streams.remove(&stream);
+    }
+
+    /// Hands the events applied since the last round to the watchers, lets
+    /// those behind catch up, and sends what fits into each stream.
+    fn feed_watchers(&mut self) {
+        self.watches.store_generation(self.node.store_generation());
+        let events = self.node.take_events();
+        self.watches.on_events(&events, self.node.store());
+        self.watches.catch_up(self.node.store());
+        for stream in self.watches.pending_streams() {
+            let Some(tx) = self.watch_streams.get(&stream) else {
+                self.watches.close(stream);
+                continue;
+            };
+            if tx.is_closed() {
+                self.close_watch_stream(stream);
+                continue;
+            }
+            while tx.capacity() > 0 {
+                let Some(mut resp) = self.watches.pop(stream) else {
+                    break;
+                };
+                let revision = resp.header.as_ref().map_or(0, |h| h.revision);
+                self.node.fill_header(&mut resp.header, revision);
+                let _ = tx.try_send(resp);
             }
         }
     }

@@ -1,5 +1,5 @@
-//! The client-facing gRPC services: etcd's KV, Maintenance and Cluster, and
-//! grpc.health.v1.
+//! The client-facing gRPC services: etcd's KV, Watch, Lease, Maintenance and
+//! Cluster, and grpc.health.v1.
 //!
 //! A service checks a request the way etcd's `v3rpc` layer does (empty keys,
 //! sizes, txn limits), turns it into a [`Command`] for the event loop, and
@@ -8,20 +8,28 @@
 
 use super::config::MemberInfo;
 use super::raft_loop::{Command, ReplyTx};
+use crate::lease::{LeaseError, MAX_TTL};
 use crate::mvcc::{self, check_delete, check_put, check_range, check_txn, GrpcCode};
 use crate::node::{NodeError, Response};
-use crate::proto::cairnpb::{raft_request::Request, RaftRequest};
+use crate::proto::cairnpb::{raft_request::Request, LeaseRenew, RaftRequest};
 use crate::proto::etcdserverpb::{
-    cluster_server::Cluster, kv_server::Kv, maintenance_server::Maintenance, CompactionRequest,
-    CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvRequest, HashKvResponse,
+    cluster_server::Cluster, kv_server::Kv, lease_server::Lease, maintenance_server::Maintenance,
+    watch_server::Watch, CompactionRequest, CompactionResponse, DeleteRangeRequest,
+    DeleteRangeResponse, HashKvRequest, HashKvResponse, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
     Member, MemberListRequest, MemberListResponse, PutRequest, PutResponse, RangeRequest,
     RangeResponse, ResponseHeader, StatusRequest, StatusResponse, TxnRequest, TxnResponse,
+    WatchRequest, WatchResponse,
 };
 use crate::proto::health::{
     health_check_response::ServingStatus, health_server::Health, HealthCheckRequest,
     HealthCheckResponse,
 };
+use futures::Stream;
 use prost::Message as _;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -47,7 +55,13 @@ pub struct Handle {
     pub member_id: u64,
     /// Every member, for MemberList.
     pub members: Arc<Vec<MemberInfo>>,
+    /// The number the next watch stream gets.
+    pub next_watch_stream: Arc<AtomicU64>,
 }
+
+/// Responses a watch stream holds for a client that is slow to read; beyond
+/// them, its watchers' events wait in the watch hub (bounded there too).
+const WATCH_STREAM_BUFFER: usize = 128;
 
 fn mvcc_status(e: mvcc::Error) -> Status {
     let code = match e.grpc_code() {
@@ -60,8 +74,18 @@ fn mvcc_status(e: mvcc::Error) -> Status {
 fn node_status(e: NodeError) -> Status {
     match e {
         NodeError::Mvcc(e) => mvcc_status(e),
+        NodeError::Lease(e) => lease_status(e),
         NodeError::NoLeader | NodeError::LeaderChanged => Status::unavailable(e.to_string()),
     }
+}
+
+fn lease_status(e: LeaseError) -> Status {
+    let code = match e {
+        LeaseError::NotFound => Code::NotFound,
+        LeaseError::Exists => Code::FailedPrecondition,
+        LeaseError::TtlTooLarge => Code::OutOfRange,
+    };
+    Status::new(code, e.to_string())
 }
 
 fn stopping() -> Status {
@@ -287,5 +311,149 @@ impl Health for HealthService {
         Ok(tonic::Response::new(HealthCheckResponse {
             status: status as i32,
         }))
+    }
+}
+
+/// A response stream of a bidirectional RPC.
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// The items of `rx` as a response stream.
+fn receiver_stream<T: Send + 'static>(rx: mpsc::Receiver<Result<T, Status>>) -> ResponseStream<T> {
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+/// etcd's Watch service. The stream's requests go to the event loop's watch
+/// hub; its responses come back through a bounded channel.
+pub struct WatchService(pub Handle);
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = ResponseStream<WatchResponse>;
+
+    async fn watch(
+        &self,
+        req: tonic::Request<tonic::Streaming<WatchRequest>>,
+    ) -> Result<tonic::Response<Self::WatchStream>, Status> {
+        let mut incoming = req.into_inner();
+        let stream = self.0.next_watch_stream.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(WATCH_STREAM_BUFFER);
+        let commands = self.0.commands.clone();
+        commands
+            .send(Command::WatchOpen(stream, tx))
+            .await
+            .map_err(|_| stopping())?;
+        tokio::spawn(async move {
+            // A client that only closes its sending side keeps its watchers,
+            // as in etcd; one whose connection fails loses them.
+            loop {
+                match incoming.message().await {
+                    Ok(Some(req)) => {
+                        if commands.send(Command::Watch(stream, req)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(_) => {
+                        let _ = commands.send(Command::WatchClose(stream)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        let out =
+            futures::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|r| (Ok(r), rx)) },
+            );
+        Ok(tonic::Response::new(Box::pin(out)))
+    }
+}
+
+/// etcd's Lease service. Grants, revokes and keep-alives go through raft;
+/// TimeToLive and Leases read this member's lessor.
+pub struct LeaseService(pub Handle);
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    type LeaseKeepAliveStream = ResponseStream<LeaseKeepAliveResponse>;
+
+    async fn lease_grant(
+        &self,
+        req: tonic::Request<LeaseGrantRequest>,
+    ) -> Result<tonic::Response<LeaseGrantResponse>, Status> {
+        let req = req.into_inner();
+        if req.ttl > MAX_TTL {
+            return Err(lease_status(LeaseError::TtlTooLarge));
+        }
+        match self.0.propose(Request::LeaseGrant(req)).await? {
+            Response::LeaseGrant(r) => Ok(tonic::Response::new(r)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn lease_revoke(
+        &self,
+        req: tonic::Request<LeaseRevokeRequest>,
+    ) -> Result<tonic::Response<LeaseRevokeResponse>, Status> {
+        match self
+            .0
+            .propose(Request::LeaseRevoke(req.into_inner()))
+            .await?
+        {
+            Response::LeaseRevoke(r) => Ok(tonic::Response::new(r)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn lease_keep_alive(
+        &self,
+        req: tonic::Request<tonic::Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<tonic::Response<Self::LeaseKeepAliveStream>, Status> {
+        let mut incoming = req.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let handle = self.0.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(req)) = incoming.message().await {
+                let renew = Request::LeaseRenew(LeaseRenew { id: req.id });
+                let item = match handle.propose(renew).await {
+                    Ok(Response::LeaseRenew(r)) => Ok(r),
+                    Ok(other) => Err(unexpected(other)),
+                    Err(e) => Err(e),
+                };
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(tonic::Response::new(receiver_stream(rx)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: tonic::Request<LeaseTimeToLiveRequest>,
+    ) -> Result<tonic::Response<LeaseTimeToLiveResponse>, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.0
+            .commands
+            .send(Command::LeaseTimeToLive(req.into_inner(), tx))
+            .await
+            .map_err(|_| stopping())?;
+        Ok(tonic::Response::new(rx.await.map_err(|_| stopping())?))
+    }
+
+    async fn lease_leases(
+        &self,
+        _req: tonic::Request<LeaseLeasesRequest>,
+    ) -> Result<tonic::Response<LeaseLeasesResponse>, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.0
+            .commands
+            .send(Command::LeaseLeases(tx))
+            .await
+            .map_err(|_| stopping())?;
+        Ok(tonic::Response::new(rx.await.map_err(|_| stopping())?))
     }
 }
