@@ -194,7 +194,12 @@ fn etcdctl_lease_grant_put_timetolive_revoke() {
             &["lease", "timetolive", &id, "--keys"],
             &format!("lease {id} already expired\n"),
         );
-        assert_eq!(lease_list(c), [other.clone()], "[{:?}]", c.server);
+        assert_eq!(
+            lease_list(c),
+            std::slice::from_ref(&other),
+            "[{:?}]",
+            c.server
+        );
 
         // Revoking a lease with no keys takes no revision.
         let rev_before = revision(c);
