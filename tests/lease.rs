@@ -754,3 +754,132 @@ async fn client_lease_expiry_and_keep_alive() {
     })
     .await;
 }
+
+/// A client for node `i` alone.
+async fn connect_node(cluster: &Cluster, i: usize) -> Client {
+    let options = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_timeout(Duration::from_secs(10));
+    Client::connect([cluster.node(i).client_url()], Some(options))
+        .await
+        .expect("connect etcd-client")
+}
+
+/// The index of the running node that reports itself leader.
+async fn find_leader(cluster: &Cluster, timeout: Duration) -> usize {
+    let deadline = Instant::now() + timeout;
+    loop {
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            if !node.is_running() {
+                continue;
+            }
+            let mut c = connect_node(cluster, i).await;
+            if let Ok(st) = c.status().await {
+                let me = st.header().map(|h| h.member_id()).unwrap_or(0);
+                if me != 0 && st.leader() == me {
+                    return i;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "[{:?}] no leader within {timeout:?}",
+            cluster.server
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_leases_through_followers_and_leader_failover() {
+    for s in Server::reference_and_cairn() {
+        eprintln!("== running against {s:?}");
+        let mut cluster = tokio::task::block_in_place(|| Cluster::start(s, 3, &[]));
+        let leader = find_leader(&cluster, WAIT).await;
+        let (f1, f2) = ((leader + 1) % 3, (leader + 2) % 3);
+        let mut c1 = connect_node(&cluster, f1).await;
+        let mut c2 = connect_node(&cluster, f2).await;
+
+        // Watching before the short lease exists, so its expiry cannot
+        // come before the watch.
+        let mut w = watch_prefix(s, &mut c2, "f/").await;
+
+        // Everything through followers: grant, put, keep-alive, time_to_live.
+        let long = c1.lease_grant(60, None).await.expect("grant").id();
+        let r = c1.lease_grant(1, None).await.expect("grant");
+        assert_eq!(r.ttl(), MIN_TTL, "[{s:?}] minimum TTL via a follower");
+        // Long enough to outlive the failover on most runs, so that the new
+        // leader is the one expiring it (an earlier expiry passes too).
+        let short = c1.lease_grant(5, None).await.expect("grant").id();
+        c2.put("f/long", "v", Some(PutOptions::new().with_lease(long)))
+            .await
+            .expect("put via follower");
+        c2.put("f/short", "v", Some(PutOptions::new().with_lease(short)))
+            .await
+            .expect("put via follower");
+        let mut puts = 0;
+        while puts < 2 {
+            let r = next(s, &mut w, WAIT).await;
+            assert!(
+                r.events().iter().all(|e| e.event_type() == EventType::Put),
+                "[{s:?}] {r:?}"
+            );
+            puts += r.events().len();
+        }
+        let (mut keeper, mut stream) = c1.lease_keep_alive(long).await.expect("keep_alive");
+        keeper.keep_alive().await.expect("send keep-alive");
+        let r = tokio::time::timeout(WAIT, stream.message())
+            .await
+            .expect("keep-alive answer in time")
+            .expect("keep-alive answer")
+            .expect("stream open");
+        assert_eq!(
+            (r.id(), r.ttl()),
+            (long, 60),
+            "[{s:?}] keep-alive via a follower"
+        );
+        assert_eq!(
+            sorted_keys(&mut c2, long).await,
+            ["f/long"],
+            "[{s:?}] time_to_live via a follower"
+        );
+
+        // The leader dies; the leases live on under the next one.
+        tokio::task::block_in_place(|| cluster.kill(leader));
+        let new_leader = find_leader(&cluster, WAIT).await;
+        assert_ne!(new_leader, leader, "[{s:?}]");
+        let r = c1
+            .lease_time_to_live(long, Some(LeaseTimeToLiveOptions::new().with_keys()))
+            .await
+            .expect("time_to_live after failover");
+        assert_eq!(r.granted_ttl(), 60, "[{s:?}]");
+        assert!(
+            r.ttl() > 0,
+            "[{s:?}] the lease survives failover: {}",
+            r.ttl()
+        );
+
+        // The short lease is not renewed: the new leader expires it.
+        let resp = next(s, &mut w, EXPIRY_WAIT).await;
+        assert_deletes_in_one_response(s, &resp, &["f/short"]);
+
+        // The long one can be renewed and revoked under the new leader.
+        let (mut keeper, mut stream) = c2.lease_keep_alive(long).await.expect("keep_alive");
+        keeper.keep_alive().await.expect("send keep-alive");
+        let r = tokio::time::timeout(WAIT, stream.message())
+            .await
+            .expect("keep-alive answer in time")
+            .expect("keep-alive answer")
+            .expect("stream open");
+        assert_eq!((r.id(), r.ttl()), (long, 60), "[{s:?}]");
+        c1.lease_revoke(long).await.expect("revoke after failover");
+        let resp = next(s, &mut w, WAIT).await;
+        assert_deletes_in_one_response(s, &resp, &["f/long"]);
+        let r = c2
+            .get("f/", Some(etcd_client::GetOptions::new().with_prefix()))
+            .await
+            .expect("get");
+        assert_eq!(r.count(), 0, "[{s:?}]");
+        drop(cluster);
+    }
+}
