@@ -210,3 +210,185 @@ fn a_proposal_without_a_leader_fails_fast() {
         Some(Err(NodeError::NoLeader))
     );
 }
+
+fn grant(c: &mut Cluster, on: u64, id: u64, lease: i64, ttl: i64) {
+    let req = crate::proto::etcdserverpb::LeaseGrantRequest { ttl, id: lease };
+    c.nodes
+        .get_mut(&on)
+        .unwrap()
+        .propose(id, Request::LeaseGrant(req));
+    c.settle();
+}
+
+fn put_leased(c: &mut Cluster, on: u64, id: u64, k: &str, lease: i64) {
+    let req = PutRequest {
+        key: Bytes::from(k.to_string()),
+        value: Bytes::from("v"),
+        lease,
+        ..Default::default()
+    };
+    c.nodes.get_mut(&on).unwrap().propose(id, Request::Put(req));
+    c.settle();
+}
+
+fn renew(c: &mut Cluster, on: u64, id: u64, lease: i64) {
+    let req = crate::proto::cairnpb::LeaseRenew { id: lease };
+    c.nodes
+        .get_mut(&on)
+        .unwrap()
+        .propose(id, Request::LeaseRenew(req));
+    c.settle();
+}
+
+/// The revision at which `key` was deleted on `node`, if it was.
+fn deleted_at(node: &mut Node, key: &str) -> Option<i64> {
+    node.take_events()
+        .into_iter()
+        .filter(|e| e.r#type == crate::proto::mvccpb::event::EventType::Delete as i32)
+        .map(|e| e.kv.unwrap())
+        .find(|kv| kv.key == key.as_bytes())
+        .map(|kv| kv.mod_revision)
+}
+
+#[test]
+fn an_expired_lease_deletes_its_keys_at_one_revision_on_every_member() {
+    let mut c = Cluster::new(3);
+    c.tick(30);
+    let leader = c.leader().unwrap();
+    grant(&mut c, leader, 1, 77, 2);
+    assert!(matches!(
+        c.reply(1).map(|r| &r.result),
+        Some(Ok(Response::LeaseGrant(g))) if g.id == 77 && g.ttl == 2
+    ));
+    put_leased(&mut c, leader, 2, "a", 77);
+    put_leased(&mut c, leader, 3, "b", 77);
+    for n in c.nodes.values_mut() {
+        n.take_events();
+    }
+    // TTL 2 s is 20 ticks: alive at 15, gone by 25.
+    c.tick(15);
+    assert!(c.nodes.values().all(|n| n.lessor().exists(77)));
+    c.tick(10);
+    for n in c.nodes.values_mut() {
+        assert!(!n.lessor().exists(77));
+        let events = n.take_events();
+        let revs: BTreeSet<i64> = events
+            .iter()
+            .map(|e| e.kv.as_ref().unwrap().mod_revision)
+            .collect();
+        assert_eq!(events.len(), 2, "both keys deleted");
+        assert_eq!(revs.len(), 1, "at one revision");
+    }
+    // A put naming the lease now fails, the same way everywhere.
+    put_leased(&mut c, leader, 4, "c", 77);
+    assert_eq!(
+        c.reply(4).map(|r| r.result.clone()),
+        Some(Err(NodeError::Lease(LeaseError::NotFound)))
+    );
+}
+
+#[test]
+fn keep_alives_hold_a_lease_and_a_new_leader_restarts_its_countdown() {
+    let mut c = Cluster::new(3);
+    c.tick(30);
+    let old = c.leader().unwrap();
+    grant(&mut c, old, 1, 5, 3);
+    put_leased(&mut c, old, 2, "k", 5);
+    // Keep-alives through a follower every second, for six TTLs.
+    let follower = (1..=3).find(|&id| id != old).unwrap();
+    for i in 0..18 {
+        renew(&mut c, follower, 100 + i, 5);
+        c.tick(10);
+    }
+    assert!(matches!(
+        c.reply(117).map(|r| &r.result),
+        Some(Ok(Response::LeaseRenew(r))) if r.ttl == 3
+    ));
+    assert!(c.nodes.values().all(|n| n.lessor().exists(5)));
+    // The leader is cut off right after a keep-alive; a new one is elected.
+    renew(&mut c, follower, 200, 5);
+    c.isolated.insert(old);
+    let mut waited = 0;
+    while c.leader().is_none_or(|l| l == old) {
+        c.tick(1);
+        waited += 1;
+        assert!(waited < 100, "no new leader");
+    }
+    // Even if the election took longer than the TTL, the new leader gives
+    // the lease its full TTL again before it can expire.
+    let new = c.leader().unwrap();
+    c.tick(29);
+    assert!(c.nodes[&new].lessor().exists(5), "expired early");
+    c.tick(40);
+    assert!(!c.nodes[&new].lessor().exists(5), "expired in the end");
+    assert!(deleted_at(c.nodes.get_mut(&new).unwrap(), "k").is_some());
+}
+
+#[test]
+fn leases_reach_a_lagging_member_through_a_snapshot() {
+    let mut c = Cluster::new(3);
+    c.tick(30);
+    let leader = c.leader().unwrap();
+    let lagging = (1..=3).find(|&id| id != leader).unwrap();
+    c.isolated.insert(lagging);
+    grant(&mut c, leader, 1, 9, 1000);
+    put_leased(&mut c, leader, 2, "leased", 9);
+    for i in 0..60u64 {
+        c.put(leader, 3000 + i, &format!("k{i}"), "v");
+    }
+    c.isolated.clear();
+    c.tick(20);
+    let lag = &c.nodes[&lagging];
+    assert!(lag.snapshot_index >= 40);
+    let ttl = lag
+        .lessor()
+        .time_to_live(9, lag.ticks())
+        .expect("lease arrived");
+    assert_eq!(ttl.granted, 1000);
+    assert_eq!(ttl.keys, vec![Bytes::from("leased")]);
+}
+
+#[test]
+fn a_txn_checks_the_leases_of_the_branch_it_takes() {
+    use crate::proto::etcdserverpb::{compare, request_op, Compare, RequestOp, TxnRequest};
+    let mut c = Cluster::new(1);
+    c.tick(3);
+    let put_op = |lease| RequestOp {
+        request: Some(request_op::Request::RequestPut(PutRequest {
+            key: Bytes::from("t"),
+            value: Bytes::from("v"),
+            lease,
+            ..Default::default()
+        })),
+    };
+    // The compare fails (the key does not exist at version 1), so only the
+    // failure branch, with no lease, runs.
+    let txn = |success_lease| TxnRequest {
+        compare: vec![Compare {
+            key: Bytes::from("t"),
+            target: compare::CompareTarget::Version as i32,
+            result: compare::CompareResult::Equal as i32,
+            target_union: Some(compare::TargetUnion::Version(1)),
+            ..Default::default()
+        }],
+        success: vec![put_op(success_lease)],
+        failure: vec![put_op(0)],
+    };
+    c.nodes
+        .get_mut(&1)
+        .unwrap()
+        .propose(1, Request::Txn(txn(404)));
+    c.settle();
+    assert!(matches!(c.reply(1).map(|r| &r.result), Some(Ok(_))));
+    // Now version is 1: the success branch with the unknown lease is refused.
+    c.nodes
+        .get_mut(&1)
+        .unwrap()
+        .propose(2, Request::Txn(txn(404)));
+    c.settle();
+    assert_eq!(
+        c.reply(2).map(|r| r.result.clone()),
+        Some(Err(NodeError::Lease(LeaseError::NotFound)))
+    );
+    assert_eq!(c.nodes[&1].store().current_revision(), 2);
+}
