@@ -424,6 +424,15 @@ impl WatchHub {
         }
     }
 
+    /// Watchers that are behind and catching up from the history.
+    pub fn behind(&self) -> usize {
+        self.streams
+            .values()
+            .flat_map(|s| s.watchers.values())
+            .filter(|w| !w.synced)
+            .count()
+    }
+
     /// Whether `stream` has responses waiting.
     pub fn has_pending(&self, stream: u64) -> bool {
         self.streams.get(&stream).is_some_and(|st| {
