@@ -212,7 +212,8 @@ pub async fn serve_on<D: Disk + 'static>(
         sync_latency_max: cfg.faults.sync_latency_max,
         rng: SplitMix64::new(splitmix(seed ^ 0x51ee9)),
         watches: WatchHub::new(WatchConfig {
-            max_response_bytes: cfg.max_request_bytes,
+            // As etcd: the limit plus gRPC overhead.
+            max_response_bytes: cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
             ..Default::default()
         }),
         watch_streams: BTreeMap::new(),

@@ -35,8 +35,11 @@
 //!   `on_events` with every applied event before `catch_up`.
 //! - Atomic: a revision's events go into one response (split only for a
 //!   watcher that asked for fragments, by [`WatchHub::pop`]).
-//! - Bookmarkable: a progress response (header revision `H`) is queued only
-//!   for a synced watcher, behind every event `<= H`.
+//! - Bookmarkable: a progress response (header revision `H`) goes out only
+//!   when every watcher of the stream is synced and has sent everything it
+//!   queued, so every event `<= H` went before it. As in etcd 3.4 it has
+//!   watch ID -1 and speaks for every watcher of the stream (a stream with
+//!   none gets one too); periodic notifications name their watcher.
 
 #[cfg(test)]
 mod tests;
@@ -97,8 +100,6 @@ struct Watcher {
     queue: VecDeque<WatchResponse>,
     /// Events in `queue`.
     queued_events: usize,
-    /// A progress request arrived while it was unsynced.
-    progress_wanted: bool,
     /// Events were queued since the last periodic progress notification.
     active: bool,
 }
@@ -152,6 +153,8 @@ struct Stream {
     control: VecDeque<WatchResponse>,
     /// Where `pop` looks first next time, so watchers take turns.
     cursor: i64,
+    /// A progress request waits for an answer.
+    progress_wanted: bool,
 }
 
 /// See the module docs.
@@ -162,6 +165,8 @@ pub struct WatchHub {
     /// The store generation the watchers are synced with.
     generation: u64,
     ticks: u64,
+    /// The store's current revision as of the last call that saw the store.
+    current: i64,
 }
 
 fn header(revision: i64) -> Option<ResponseHeader> {
@@ -200,6 +205,7 @@ impl WatchHub {
             return;
         };
         let current = store.current_revision();
+        self.current = current;
         match req.request_union {
             Some(RequestUnion::CreateRequest(c)) => Self::create(st, c, current),
             Some(RequestUnion::CancelRequest(c)) => {
@@ -214,15 +220,9 @@ impl WatchHub {
                     });
                 }
             }
-            Some(RequestUnion::ProgressRequest(_)) => {
-                for (id, w) in &mut st.watchers {
-                    if w.synced {
-                        w.push(progress(*id, current));
-                    } else {
-                        w.progress_wanted = true;
-                    }
-                }
-            }
+            // Answered by `pop` once every watcher of the stream is synced
+            // and has sent what it queued.
+            Some(RequestUnion::ProgressRequest(_)) => st.progress_wanted = true,
             None => {}
         }
     }
@@ -279,7 +279,6 @@ impl WatchHub {
             synced: start > current,
             queue: VecDeque::new(),
             queued_events: 0,
-            progress_wanted: false,
             active: false,
         };
         // Through the control queue: clients match created responses to
@@ -299,6 +298,7 @@ impl WatchHub {
         if events.is_empty() {
             return;
         }
+        self.current = store.current_revision();
         let max = self.cfg.max_queued_events;
         for chunk in events.chunk_by(|a, b| mod_rev(a) == mod_rev(b)) {
             let rev = mod_rev(&chunk[0]);
@@ -355,6 +355,7 @@ impl WatchHub {
     /// compacted.
     pub fn catch_up(&mut self, store: &Store) {
         let current = store.current_revision();
+        self.current = current;
         let compacted = store.compact_revision();
         let (max, batch) = (self.cfg.max_queued_events, self.cfg.catch_up_batch);
         for st in self.streams.values_mut() {
@@ -384,9 +385,6 @@ impl WatchHub {
                 }
                 if next > current {
                     w.synced = true;
-                    if std::mem::take(&mut w.progress_wanted) {
-                        w.push(progress(*id, current));
-                    }
                 }
             }
             for id in gone {
@@ -424,10 +422,21 @@ impl WatchHub {
         }
     }
 
+    /// Watchers that are behind and catching up from the history.
+    pub fn behind(&self) -> usize {
+        self.streams
+            .values()
+            .flat_map(|s| s.watchers.values())
+            .filter(|w| !w.synced)
+            .count()
+    }
+
     /// Whether `stream` has responses waiting.
     pub fn has_pending(&self, stream: u64) -> bool {
         self.streams.get(&stream).is_some_and(|st| {
-            !st.control.is_empty() || st.watchers.values().any(|w| !w.queue.is_empty())
+            !st.control.is_empty()
+                || st.watchers.values().any(|w| !w.queue.is_empty())
+                || (st.progress_wanted && st.watchers.values().all(|w| w.synced))
         })
     }
 
@@ -448,12 +457,21 @@ impl WatchHub {
         if let Some(r) = st.control.pop_front() {
             return Some(r);
         }
-        let id = st
+        let Some(id) = st
             .watchers
             .range(st.cursor..)
             .chain(st.watchers.range(..st.cursor))
             .find(|(_, w)| !w.queue.is_empty())
-            .map(|(id, _)| *id)?;
+            .map(|(id, _)| *id)
+        else {
+            // Everything queued is sent: answer a progress request if every
+            // watcher is synced (as etcd: one response, watch ID -1, for all).
+            if st.progress_wanted && st.watchers.values().all(|w| w.synced) {
+                st.progress_wanted = false;
+                return Some(progress(-1, self.current));
+            }
+            return None;
+        };
         st.cursor = id.saturating_add(1);
         let w = st.watchers.get_mut(&id).expect("found above");
         let mut resp = w.queue.pop_front().expect("non-empty");

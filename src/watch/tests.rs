@@ -211,16 +211,35 @@ fn cancel_progress_and_refused_creates() {
     let progress = WatchRequest {
         request_union: Some(RequestUnion::ProgressRequest(WatchProgressRequest {})),
     };
+    hub.request(1, progress.clone(), &store);
+    let got = drain(&mut hub, 1);
+    // Each watcher's event, then one progress response for the stream.
+    assert_eq!(got.len(), 3);
+    assert!(got[..2].iter().all(|r| r.events.len() == 1));
+    assert_eq!(got[2].watch_id, -1);
+    assert!(got[2].events.is_empty());
+    assert_eq!(got[2].header.as_ref().unwrap().revision, 3);
+    // A watcher behind holds the answer back until it has caught up.
+    let mut past = create("a", "", 1);
+    if let Some(RequestUnion::CreateRequest(c)) = &mut past.request_union {
+        c.watch_id = 8;
+    }
+    hub.request(1, past, &store);
     hub.request(1, progress, &store);
     let got = drain(&mut hub, 1);
-    // Each watcher: the event, then a progress response at revision 3.
-    for id in [0, 5] {
-        let mine: Vec<_> = got.iter().filter(|r| r.watch_id == id).collect();
-        assert_eq!(mine.len(), 2);
-        assert_eq!(mine[0].events.len(), 1);
-        assert!(mine[1].events.is_empty());
-        assert_eq!(mine[1].header.as_ref().unwrap().revision, 3);
-    }
+    assert_eq!(got.len(), 1, "only the created response: {got:?}");
+    hub.catch_up(&store);
+    let got = drain(&mut hub, 1);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].events.len(), 2);
+    assert_eq!(got[1].watch_id, -1);
+    let cancel8 = WatchRequest {
+        request_union: Some(RequestUnion::CancelRequest(WatchCancelRequest {
+            watch_id: 8,
+        })),
+    };
+    hub.request(1, cancel8, &store);
+    drain(&mut hub, 1);
     let cancel = WatchRequest {
         request_union: Some(RequestUnion::CancelRequest(WatchCancelRequest {
             watch_id: 5,
@@ -261,115 +280,4 @@ fn filters_and_prev_kv() {
     assert_eq!(evs.len(), 1);
     assert_eq!(evs[0].r#type, EventType::Delete as i32);
     assert!(evs[0].prev_kv.is_none());
-}
-
-mod model {
-    //! Random writes, compactions, slow readers and tiny queues against the
-    //! one thing a watcher must get: every event of its range from its start
-    //! revision on, in order, exactly once, each revision in one response.
-    use super::*;
-    use proptest::prelude::*;
-
-    #[derive(Debug, Clone)]
-    enum Step {
-        Put(u8),
-        Delete(u8),
-        DeletePrefix,
-        Compact,
-        Pop(u8),
-        Watch {
-            from_back: u8,
-            prefix: bool,
-            key: u8,
-        },
-    }
-
-    fn step() -> impl Strategy<Value = Step> {
-        prop_oneof![
-            6 => (0u8..6).prop_map(Step::Put),
-            2 => (0u8..6).prop_map(Step::Delete),
-            1 => Just(Step::DeletePrefix),
-            1 => Just(Step::Compact),
-            6 => (0u8..4).prop_map(Step::Pop),
-            2 => (0u8..8, any::<bool>(), 0u8..6)
-                .prop_map(|(from_back, prefix, key)| Step::Watch { from_back, prefix, key }),
-        ]
-    }
-
-    struct Expect {
-        id: i64,
-        start: i64,
-        key: Bytes,
-        prefix: bool,
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
-        #[test]
-        fn watchers_get_exactly_their_events(steps in prop::collection::vec(step(), 1..120)) {
-            let cfg = WatchConfig { max_queued_events: 2, catch_up_batch: 3, ..Default::default() };
-            let (mut store, mut hub) = (Store::new(), WatchHub::new(cfg));
-            hub.open(1);
-            let mut all: Vec<Event> = Vec::new();
-            let mut expect: Vec<Expect> = Vec::new();
-            let mut got: Vec<WatchResponse> = Vec::new();
-            let key = |k: u8| Bytes::from(format!("k{k}"));
-            for s in steps {
-                let events = match s {
-                    Step::Put(k) => store.put(&PutRequest { key: key(k), value: Bytes::from("v"), ..Default::default() }).unwrap().1,
-                    Step::Delete(k) => store.delete_range(&DeleteRangeRequest { key: key(k), ..Default::default() }).unwrap().1,
-                    Step::DeletePrefix => store.delete_range(&DeleteRangeRequest { key: Bytes::from("k"), range_end: Bytes::from("l"), ..Default::default() }).unwrap().1,
-                    Step::Compact => {
-                        let rev = store.current_revision() - 2;
-                        if rev > store.compact_revision() {
-                            store.compact(&CompactionRequest { revision: rev, ..Default::default() }).unwrap();
-                        }
-                        vec![]
-                    }
-                    Step::Pop(n) => {
-                        for _ in 0..n { got.extend(hub.pop(1)); }
-                        vec![]
-                    }
-                    Step::Watch { from_back, prefix, key: k } => {
-                        let start = (store.current_revision() + 1 - i64::from(from_back)).max(1);
-                        let (wkey, end) = if prefix { (Bytes::from("k"), "l") } else { (key(k), "") };
-                        hub.request(1, WatchRequest { request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
-                            key: wkey.clone(), range_end: Bytes::from(end), start_revision: start, prev_kv: true, ..Default::default()
-                        })) }, &store);
-                        expect.push(Expect { id: expect.len() as i64, start, key: wkey, prefix });
-                        vec![]
-                    }
-                };
-                all.extend(events.iter().cloned());
-                hub.on_events(&events, &store);
-                hub.catch_up(&store);
-            }
-            for _ in 0..1000 {
-                hub.catch_up(&store);
-                got.extend(drain(&mut hub, 1));
-            }
-            prop_assert!(!hub.has_pending(1));
-            for e in &expect {
-                let mine: Vec<&WatchResponse> = got.iter().filter(|r| r.watch_id == e.id).collect();
-                prop_assert!(mine[0].created);
-                if let Some(c) = mine.iter().find(|r| r.canceled) {
-                    // Canceled only if the history it needed was compacted.
-                    prop_assert!(c.compact_revision >= e.start);
-                    continue;
-                }
-                let received: Vec<&Event> = mine.iter().flat_map(|r| &r.events).collect();
-                let wanted: Vec<&Event> = all.iter().filter(|ev| {
-                    let kv = ev.kv.as_ref().unwrap();
-                    kv.mod_revision >= e.start && if e.prefix { kv.key.starts_with(b"k") } else { kv.key == e.key }
-                }).collect();
-                prop_assert_eq!(received, wanted);
-                // A revision never spans two responses.
-                let mut seen = std::collections::BTreeSet::new();
-                for r in mine.iter().filter(|r| !r.events.is_empty()) {
-                    let revs: std::collections::BTreeSet<i64> = r.events.iter().map(|ev| ev.kv.as_ref().unwrap().mod_revision).collect();
-                    for rev in revs { prop_assert!(seen.insert(rev), "revision {} split", rev); }
-                }
-            }
-        }
-    }
 }

@@ -1,3 +1,5 @@
 //! Code shared by integration tests (and the fuzz targets, by path).
 pub mod cluster;
+pub mod compat;
 pub mod model;
+pub mod streaming;
