@@ -97,6 +97,8 @@ impl std::error::Error for WatchViolation {}
 pub struct WatchStats {
     pub watchers: usize,
     pub events: usize,
+    /// Progress responses received.
+    pub progress: usize,
     /// Known (key, revision) events in all.
     pub known: usize,
     /// (watcher, event) pairs the reliability check required.
@@ -354,6 +356,7 @@ pub fn check_watches(history: &History, extra: &Extra) -> Result<WatchStats, Wat
     };
     for (i, w) in extra.watches.iter().enumerate() {
         stats.events += w.responses.iter().map(|r| r.events.len()).sum::<usize>();
+        stats.progress += w.responses.iter().filter(|r| r.is_progress()).count();
         stats.required += check_one(i, w, &known)?;
     }
     Ok(stats)

@@ -144,6 +144,11 @@ struct Session {
     open: BTreeMap<i64, usize>,
     /// Watchers the client asked to cancel.
     canceling: BTreeSet<usize>,
+    /// Progress requests sent and not yet answered, oldest first, each with
+    /// the watchers it speaks for: those whose create went out before it and
+    /// whose cancel did not. A stream-level answer (watch ID -1, etcd 3.4)
+    /// vouches for each of them that is still open when it arrives.
+    progress_pending: VecDeque<Vec<usize>>,
     last_response: Instant,
     progress_sent: Option<Instant>,
 }
@@ -195,6 +200,27 @@ impl Session {
         let _ = self.tx.unbounded_send(req);
     }
 
+    /// Sends a progress request.
+    fn progress(&mut self, shared: &Shared, start: Instant) {
+        let _ = self.tx.unbounded_send(WatchRequest {
+            request_union: Some(RequestUnion::ProgressRequest(WatchProgressRequest {})),
+        });
+        let now = nanos(start);
+        let covered: Vec<usize> = self
+            .open
+            .values()
+            .chain(&self.pending)
+            .copied()
+            .filter(|i| !self.canceling.contains(i))
+            .collect();
+        let mut watches = shared.watches.lock().expect("lock");
+        for &index in &covered {
+            watches[index].progress_requests.push(now);
+        }
+        self.progress_pending.push_back(covered);
+        self.progress_sent.get_or_insert(Instant::now());
+    }
+
     fn watchers(&self) -> usize {
         self.pending.len() + self.open.len() - self.canceling.len().min(self.open.len())
     }
@@ -227,6 +253,26 @@ impl Session {
                     "watch ID {} given out twice on one stream",
                     r.watch_id
                 ));
+            }
+            return Ok(());
+        }
+        if r.watch_id == -1 && !r.canceled && r.events.is_empty() {
+            // The answer to a progress request, for the whole stream.
+            let Some(covered) = self.progress_pending.pop_front() else {
+                return Err(format!(
+                    "a progress response with no progress request pending: {r:?}"
+                ));
+            };
+            let open: BTreeSet<usize> = self.open.values().copied().collect();
+            for index in covered.into_iter().filter(|i| open.contains(i)) {
+                watches[index].responses.push(WatchResponse {
+                    at,
+                    header_revision: header,
+                    fragment: r.fragment,
+                    canceled: false,
+                    compact_revision: 0,
+                    events: Vec::new(),
+                });
             }
             return Ok(());
         }
@@ -342,6 +388,7 @@ pub(super) async fn watcher_loop(
             pending: VecDeque::new(),
             open: BTreeMap::new(),
             canceling: BTreeSet::new(),
+            progress_pending: VecDeque::new(),
             last_response: Instant::now(),
             progress_sent: None,
         };
@@ -373,17 +420,7 @@ pub(super) async fn watcher_loop(
                         continue;
                     }
                     match rng.gen_range(0..12) {
-                        0..=2 => {
-                            let _ = s.tx.unbounded_send(WatchRequest {
-                                request_union: Some(RequestUnion::ProgressRequest(WatchProgressRequest {})),
-                            });
-                            let now = nanos(start);
-                            let mut watches = shared.watches.lock().expect("lock");
-                            for &index in s.open.values() {
-                                watches[index].progress_requests.push(now);
-                            }
-                            s.progress_sent.get_or_insert(Instant::now());
-                        }
+                        0..=2 => s.progress(&shared, start),
                         3 => {
                             // Cancel one and resume it from what it vouched for.
                             let open: Vec<(i64, usize)> = s.open.iter().map(|(&w, &i)| (w, i))
@@ -411,9 +448,7 @@ pub(super) async fn watcher_loop(
         if !broken {
             // The run is over: one last progress request, so every watcher
             // vouches as far as it can, then collect for a while.
-            let _ = s.tx.unbounded_send(WatchRequest {
-                request_union: Some(RequestUnion::ProgressRequest(WatchProgressRequest {})),
-            });
+            s.progress(&shared, start);
             let deadline = Instant::now() + Duration::from_secs(2);
             while let Ok(Some(Ok(Some(r)))) = timeout(
                 deadline.saturating_duration_since(Instant::now()),
