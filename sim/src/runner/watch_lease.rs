@@ -520,7 +520,7 @@ async fn keep_alive(ch: &Channel, stream: &mut Option<KeepAlive>, id: i64) -> Le
     let Some((tx, s)) = stream.as_mut() else {
         return LeaseRet::Unknown;
     };
-    if tx.unbounded_send(LeaseKeepAliveRequest { id: id }).is_err() {
+    if tx.unbounded_send(LeaseKeepAliveRequest { id }).is_err() {
         *stream = None;
         return LeaseRet::Refused("keep-alive stream closed".into());
     }
