@@ -4,7 +4,8 @@
 //!   0 when the lease is gone.
 //! - **Revoked** ([`LeaseCheck::Outlived`]): once a lease is known gone (a
 //!   revoke was acknowledged, or a keep-alive answered TTL 0), no read
-//!   invoked afterwards returns a key attached to it, and no watcher sees a
+//!   invoked afterwards returns a key attached to it, no put invoked
+//!   afterwards attaches a key to it, and no watcher sees a
 //!   put attached to it above an acknowledged revoke's revision; a watcher
 //!   that vouched past an acknowledged revoke's revision saw every key it
 //!   knew attached to the lease deleted at or before that revision.
@@ -156,8 +157,24 @@ pub fn check_leases(extra: &Extra) -> Result<LeaseStats, LeaseViolation> {
             _ => {}
         }
     }
-    // Reads: no key attached to a lease known gone before the read began.
+    // Reads: no key attached to a lease known gone before the read began;
+    // puts: none attaches a key to such a lease.
     for (i, op) in extra.leases.iter().enumerate() {
+        if let (LeaseCall::Put { key, lease, .. }, LeaseRet::Put { revision }) = (&op.call, &op.ret)
+        {
+            if let Some((t, how)) = leases.get(lease).and_then(|l| l.gone.as_ref()) {
+                if *t < op.invoke {
+                    return Err(LeaseViolation {
+                        check: LeaseCheck::Outlived,
+                        lease: *lease,
+                        message: format!(
+                            "put op #{i} invoked at {} attached {key:?} to the lease at revision {revision}, but the lease was gone at {} ({how})",
+                            secs(op.invoke), secs(*t)
+                        ),
+                    });
+                }
+            }
+        }
         if let LeaseRet::Get {
             kv: Some((kv, lease)),
             ..

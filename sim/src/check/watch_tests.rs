@@ -610,3 +610,36 @@ fn a_keep_alive_answers_the_granted_ttl() {
         Some(LeaseCheck::Ttl)
     );
 }
+
+#[test]
+fn no_put_attaches_a_key_to_a_revoked_lease() {
+    let mut ops = lease_ops();
+    ops.push(lease_op(
+        2 * S,
+        2 * S + 1,
+        LeaseCall::Revoke { id: L },
+        LeaseRet::Revoked { revision: 4 },
+    ));
+    let put = |ret| {
+        lease_op(
+            3 * S,
+            3 * S + 1,
+            LeaseCall::Put {
+                key: "lease/a".into(),
+                value: "la2".into(),
+                lease: L,
+            },
+            ret,
+        )
+    };
+    let mut refused = ops.clone();
+    refused.push(put(LeaseRet::Refused(
+        "etcdserver: requested lease not found".into(),
+    )));
+    assert_eq!(lease_verdict(&lease_run(refused, vec![])), None);
+    ops.push(put(LeaseRet::Put { revision: 5 }));
+    assert_eq!(
+        lease_verdict(&lease_run(ops, vec![])),
+        Some(LeaseCheck::Outlived)
+    );
+}
