@@ -99,6 +99,12 @@ pub struct WatchStats {
     pub events: usize,
     /// Progress responses received.
     pub progress: usize,
+    /// Watchers that resumed another one.
+    pub resumed: usize,
+    /// Watchers canceled for compaction.
+    pub compacted: usize,
+    /// Watchers that started in the past (start_revision > 0).
+    pub from_past: usize,
     /// Known (key, revision) events in all.
     pub known: usize,
     /// (watcher, event) pairs the reliability check required.
@@ -357,6 +363,9 @@ pub fn check_watches(history: &History, extra: &Extra) -> Result<WatchStats, Wat
     for (i, w) in extra.watches.iter().enumerate() {
         stats.events += w.responses.iter().map(|r| r.events.len()).sum::<usize>();
         stats.progress += w.responses.iter().filter(|r| r.is_progress()).count();
+        stats.resumed += usize::from(w.resumes.is_some());
+        stats.compacted += usize::from(matches!(w.end, WatchEnd::Compacted(_)));
+        stats.from_past += usize::from(w.start_revision > 0 && w.resumes.is_none());
         stats.required += check_one(i, w, &known)?;
     }
     Ok(stats)
