@@ -192,6 +192,7 @@ pub async fn serve_on<D: Disk + 'static>(
         peer_tx.clone(),
         cfg.faults.peer_drop_rate,
         splitmix(seed ^ 0xd809),
+        splitmix(seed ^ 0xb007).max(1),
     );
     let resets = transport.resets();
     let raft_loop = RaftLoop {
@@ -236,6 +237,7 @@ pub async fn serve_on<D: Disk + 'static>(
         let svc = PeerServer::new(PeerService {
             events: peer_tx.clone(),
             resets: resets.clone(),
+            boots: Default::default(),
         })
         .max_decoding_message_size(usize::MAX);
         let mut stop = stop_rx.clone();

@@ -10,6 +10,13 @@
 //!
 //! Incoming streams are served by [`PeerService`], which decodes each message
 //! and hands it to the event loop.
+//!
+//! A stream's first message carries the sender's boot ID. When a peer's boot
+//! ID changes, the peer restarted: our stream to it may lead to the process
+//! that is gone (a crash closes nothing), so our sender rebuilds it. A mere
+//! reconnect (same boot ID) does not: rebuilding on every incoming stream
+//! made two members rebuild each other's streams in turn, for ever, losing
+//! what was in flight each time.
 
 use crate::proto::cairnpb::peer_client::PeerClient;
 use crate::proto::cairnpb::peer_server::Peer;
@@ -65,18 +72,20 @@ pub struct Transport {
 
 impl Transport {
     /// Starts a sender task for every peer (`id`, peer URL).
+    /// `boot` identifies this process start (never 0).
     pub fn start(
         peers: Vec<(u64, String)>,
         events: mpsc::Sender<PeerEvent>,
         drop_rate: f64,
         seed: u64,
+        boot: u64,
     ) -> Self {
         let mut out = BTreeMap::new();
         let mut resets = BTreeMap::new();
         for (id, url) in peers {
             let (tx, rx) = mpsc::channel(PEER_QUEUE);
             let reset = Arc::new(Notify::new());
-            tokio::spawn(sender(id, url, rx, events.clone(), reset.clone()));
+            tokio::spawn(sender(id, url, rx, events.clone(), reset.clone(), boot));
             out.insert(id, tx);
             resets.insert(id, reset);
         }
@@ -145,6 +154,7 @@ async fn sender(
     mut rx: mpsc::Receiver<Message>,
     events: mpsc::Sender<PeerEvent>,
     reset: Arc<Notify>,
+    boot: u64,
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -160,9 +170,11 @@ async fn sender(
             }
         };
         backoff = Duration::from_millis(50);
-        if stream(client, &mut rx, id, &events, &reset).await.is_none() {
+        tracing::debug!(peer = format_args!("{id:x}"), "peer stream open");
+        let Some(why) = stream(client, &mut rx, id, &events, &reset, boot).await else {
             return; // the event loop is gone
-        }
+        };
+        tracing::debug!(peer = format_args!("{id:x}"), why, "peer stream closed");
         let _ = events.try_send(PeerEvent::Unreachable(id));
     }
 }
@@ -178,21 +190,23 @@ async fn connect(url: &str) -> Option<PeerClient<tonic::transport::Channel>> {
 }
 
 /// Streams messages to a connected peer until the stream breaks, stalls or
-/// is reset (returns `Some`) or the event loop drops the queue (`None`).
+/// is reset (returns why) or the event loop drops the queue (`None`).
 async fn stream(
     mut client: PeerClient<tonic::transport::Channel>,
     rx: &mut mpsc::Receiver<Message>,
     id: u64,
     events: &mpsc::Sender<PeerEvent>,
     reset: &Notify,
-) -> Option<()> {
+    boot: u64,
+) -> Option<&'static str> {
+    let mut boot = boot;
     let (tx, mut out_rx) = mpsc::channel::<PeerMessage>(64);
     let outgoing = futures::stream::poll_fn(move |cx| out_rx.poll_recv(cx));
     let call = tokio::spawn(async move { client.stream(outgoing).await });
     let result = loop {
         let msg = tokio::select! {
             msg = rx.recv() => msg,
-            () = reset.notified() => break Some(()),
+            () = reset.notified() => break Some("the peer reconnected to us"),
         };
         let Some(msg) = msg else { break None };
         let is_snapshot = msg.get_msg_type() == MessageType::MsgSnapshot;
@@ -203,14 +217,20 @@ async fn stream(
                 continue;
             }
         };
-        let sent =
-            tokio::time::timeout(PEER_IO_TIMEOUT, tx.send(PeerMessage { data: data.into() })).await;
+        let message = PeerMessage {
+            data: data.into(),
+            boot: std::mem::take(&mut boot),
+        };
+        let sent = tokio::time::timeout(PEER_IO_TIMEOUT, tx.send(message)).await;
         let ok = matches!(sent, Ok(Ok(())));
         if is_snapshot {
             let _ = events.try_send(PeerEvent::SnapshotSent { to: id, ok });
         }
-        if !ok || call.is_finished() {
-            break Some(());
+        if !ok {
+            break Some("a send timed out");
+        }
+        if call.is_finished() {
+            break Some("the call ended");
         }
     };
     call.abort();
@@ -221,9 +241,10 @@ async fn stream(
 pub struct PeerService {
     /// Into the event loop.
     pub events: mpsc::Sender<PeerEvent>,
-    /// A peer that opens a new stream to us has (re)started or lost its old
-    /// connection; our stream to it may be dead too, so it is rebuilt.
+    /// Makes our sender to a peer rebuild its stream when the peer restarted.
     pub resets: Resets,
+    /// The boot ID each peer's last stream started with.
+    pub boots: Arc<std::sync::Mutex<BTreeMap<u64, u64>>>,
 }
 
 #[tonic::async_trait]
@@ -237,9 +258,17 @@ impl Peer for PeerService {
         while let Some(m) = stream.message().await? {
             let msg = Message::parse_from_bytes(&m.data)
                 .map_err(|e| tonic::Status::invalid_argument(format!("bad raft message: {e}")))?;
-            if std::mem::take(&mut first) {
-                if let Some(reset) = self.resets.get(&msg.from) {
-                    reset.notify_one();
+            if std::mem::take(&mut first) && m.boot != 0 {
+                let before = self
+                    .boots
+                    .lock()
+                    .expect("the boot map is never left half-updated")
+                    .insert(msg.from, m.boot);
+                if before.is_some_and(|b| b != m.boot) {
+                    if let Some(reset) = self.resets.get(&msg.from) {
+                        tracing::debug!(peer = format_args!("{:x}", msg.from), "peer restarted");
+                        reset.notify_one();
+                    }
                 }
             }
             if self
