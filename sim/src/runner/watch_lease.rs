@@ -147,7 +147,8 @@ struct Session {
     /// Progress requests sent and not yet answered, oldest first, each with
     /// the watchers it speaks for: those whose create went out before it and
     /// whose cancel did not. A stream-level answer (watch ID -1, etcd 3.4)
-    /// vouches for each of them that is still open when it arrives.
+    /// vouches for each of them that is still open, and not being canceled,
+    /// when it arrives.
     progress_pending: VecDeque<Vec<usize>>,
     last_response: Instant,
     progress_sent: Option<Instant>,
@@ -263,7 +264,14 @@ impl Session {
                     "a progress response with no progress request pending: {r:?}"
                 ));
             };
-            let open: BTreeSet<usize> = self.open.values().copied().collect();
+            // A watcher whose cancel went out since may have left the hub
+            // before the answer was made: it is not vouched for.
+            let open: BTreeSet<usize> = self
+                .open
+                .values()
+                .copied()
+                .filter(|i| !self.canceling.contains(i))
+                .collect();
             for index in covered.into_iter().filter(|i| open.contains(i)) {
                 watches[index].responses.push(WatchResponse {
                     at,
