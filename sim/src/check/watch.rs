@@ -99,6 +99,10 @@ pub struct WatchStats {
     pub events: usize,
     /// Progress responses received.
     pub progress: usize,
+    /// Responses that were fragments of a revision.
+    pub fragments: usize,
+    /// The most events in one response.
+    pub max_events: usize,
     /// Watchers that resumed another one.
     pub resumed: usize,
     /// Watchers canceled for compaction.
@@ -364,6 +368,12 @@ pub fn check_watches(history: &History, extra: &Extra) -> Result<WatchStats, Wat
         stats.events += w.responses.iter().map(|r| r.events.len()).sum::<usize>();
         stats.progress += w.responses.iter().filter(|r| r.is_progress()).count();
         stats.resumed += usize::from(w.resumes.is_some());
+        stats.fragments += w.responses.iter().filter(|r| r.fragment).count();
+        stats.max_events = w
+            .responses
+            .iter()
+            .map(|r| r.events.len())
+            .fold(stats.max_events, usize::max);
         stats.compacted += usize::from(matches!(w.end, WatchEnd::Compacted(_)));
         stats.from_past += usize::from(w.start_revision > 0 && w.resumes.is_none());
         stats.required += check_one(i, w, &known)?;

@@ -28,6 +28,9 @@ use cairn::proto::etcdserverpb::{
     PutRequest, RangeRequest, WatchCancelRequest, WatchCreateRequest, WatchProgressRequest,
     WatchRequest,
 };
+use cairn::proto::etcdserverpb::{
+    request_op::Request as OpRequest, DeleteRangeRequest, RequestOp, TxnRequest,
+};
 use cairn::proto::mvccpb;
 use futures::channel::mpsc::{unbounded, UnboundedSender};
 use madsim::rand::{thread_rng, Rng};
@@ -49,6 +52,20 @@ fn nanos(start: Instant) -> u64 {
     start.elapsed().as_nanos() as u64
 }
 
+/// A value as recorded: a burst's padded values keep their unique head and
+/// their length, so the history stays small.
+fn value_of(v: &[u8]) -> String {
+    if v.len() > 64 {
+        format!(
+            "{}... ({} bytes)",
+            String::from_utf8_lossy(&v[..48]),
+            v.len()
+        )
+    } else {
+        String::from_utf8_lossy(v).into_owned()
+    }
+}
+
 fn event_of(e: &mvccpb::Event) -> Event {
     let kv = e.kv.clone().unwrap_or_default();
     let kind = if e.r#type == mvccpb::event::EventType::Delete as i32 {
@@ -59,13 +76,13 @@ fn event_of(e: &mvccpb::Event) -> Event {
     Event {
         kind,
         key: String::from_utf8_lossy(&kv.key).into_owned(),
-        value: String::from_utf8_lossy(&kv.value).into_owned(),
+        value: value_of(&kv.value),
         mod_revision: kv.mod_revision,
         create_revision: kv.create_revision,
         version: kv.version,
         lease: kv.lease,
         prev: e.prev_kv.as_ref().map(|p| PrevKv {
-            value: String::from_utf8_lossy(&p.value).into_owned(),
+            value: value_of(&p.value),
             mod_revision: p.mod_revision,
             create_revision: p.create_revision,
             version: p.version,
@@ -89,13 +106,14 @@ struct Spec {
 }
 
 fn random_spec(rng: &mut impl Rng, head: i64) -> Spec {
-    let (key, range_end) = match rng.gen_range(0..5) {
+    let (key, range_end) = match rng.gen_range(0..7) {
         0 | 1 => ("k".to_owned(), "l".to_owned()),
         2 => (
             super::KEYS[rng.gen_range(0..super::KEYS.len())].to_owned(),
             String::new(),
         ),
         3 => ("lease/".to_owned(), "lease0".to_owned()),
+        4 => ("burst/".to_owned(), "burst0".to_owned()),
         _ => ("\0".to_owned(), "\0".to_owned()),
     };
     let start_revision = if rng.gen_bool(0.5) {
@@ -357,6 +375,10 @@ pub(super) async fn watcher_loop(
     let mut target = rng.gen_range(0..members);
     let mut resume: Vec<usize> = Vec::new();
     let mut head: i64 = 1;
+    let mut bursts = 0u32;
+    // Big values are costly to simulate: one client in twelve makes one big
+    // burst, so about one seed in six has fragments.
+    let mut big_done = !rng.gen_bool(1.0 / 12.0);
     while Instant::now() < until {
         let Some(ch) = connect(target).await else {
             target = (target + 1) % members;
@@ -444,6 +466,27 @@ pub(super) async fn watcher_loop(
                             }
                         }
                         4 if rng.gen_bool(0.15) => broken = true, // move to another member
+                        5 if rng.gen_bool(0.3) => {
+                            bursts += 1;
+                            let big = !big_done && rng.gen_bool(0.5);
+                            big_done |= big;
+                            if big {
+                                // A watcher that gets the big revision in fragments.
+                                let spec = Spec {
+                                    key: format!("burst/{id}/"),
+                                    range_end: format!("burst/{id}0"),
+                                    start_revision: 0,
+                                    prev_kv: true,
+                                    no_put: false,
+                                    no_delete: false,
+                                    fragment: true,
+                                    progress_notify: false,
+                                    resumes: None,
+                                };
+                                s.create(&shared, spec, start);
+                            }
+                            burst(id, bursts, target, big, &mut rng);
+                        }
                         _ if s.watchers() < 3 => {
                             let spec = random_spec(&mut rng, head);
                             s.create(&shared, spec, start);
@@ -763,5 +806,73 @@ pub(super) async fn read(ch: &Channel, key: &str) -> LeaseRet {
         }
         Ok(Err(status)) => lease_failed(&status),
         Err(_) => LeaseRet::Unknown,
+    }
+}
+
+/// Keys per burst transaction (etcd's and cairn's limit is 128 ops).
+const BURST_KEYS: usize = 100;
+
+/// A burst of writes: 4–12 transactions at once, each putting 50–100 keys
+/// of `burst/{client}/` at one revision, so watchers over those keys get
+/// hundreds of events at once. With `big`, instead: two transactions one
+/// after the other putting 100 keys of 14 KB each, then one deleting them; a
+/// watcher with prev_kv gets the second one's revision as more than
+/// `max-request-bytes` + 512 KiB, in fragments if it asked for them.
+fn burst(id: u32, n: u32, member: usize, big: bool, rng: &mut impl Rng) {
+    let put_txn = |t: u32, keys: usize| {
+        let ops = (0..keys)
+            .map(|i| {
+                let mut value = format!("b{id}-{n}-{t}-{i}-").into_bytes();
+                if big {
+                    value.resize(14_000, b'x');
+                }
+                RequestOp {
+                    request: Some(OpRequest::RequestPut(PutRequest {
+                        key: format!("burst/{id}/{i}").into_bytes().into(),
+                        value: value.into(),
+                        ..Default::default()
+                    })),
+                }
+            })
+            .collect();
+        TxnRequest {
+            compare: Vec::new(),
+            success: ops,
+            failure: Vec::new(),
+        }
+    };
+    if big {
+        let txns = vec![
+            put_txn(0, BURST_KEYS),
+            put_txn(1, BURST_KEYS),
+            TxnRequest {
+                compare: Vec::new(),
+                success: vec![RequestOp {
+                    request: Some(OpRequest::RequestDeleteRange(DeleteRangeRequest {
+                        key: format!("burst/{id}/").into_bytes().into(),
+                        range_end: format!("burst/{id}0").into_bytes().into(),
+                        ..Default::default()
+                    })),
+                }],
+                failure: Vec::new(),
+            },
+        ];
+        tokio::spawn(async move {
+            if let Some(ch) = connect(member).await {
+                let mut kv = KvClient::new(ch);
+                for txn in txns {
+                    let _ = timeout(Duration::from_secs(5), kv.txn(txn)).await;
+                }
+            }
+        });
+        return;
+    }
+    for t in 0..rng.gen_range(4..=12) {
+        let txn = put_txn(t, rng.gen_range(BURST_KEYS / 2..=BURST_KEYS));
+        tokio::spawn(async move {
+            if let Some(ch) = connect(member).await {
+                let _ = timeout(Duration::from_secs(5), KvClient::new(ch).txn(txn)).await;
+            }
+        });
     }
 }
