@@ -331,7 +331,7 @@ impl WatchHub {
         for st in self.streams.values_mut() {
             for w in st.watchers.values_mut() {
                 if w.synced {
-                    w.next_rev = next;
+                    w.next_rev = w.next_rev.max(next);
                 }
             }
         }
