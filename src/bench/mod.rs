@@ -226,6 +226,8 @@ async fn find_leader(endpoints: &[String]) -> Result<String, String> {
 pub(crate) struct Tally {
     pub(crate) hist: Histogram<u64>,
     pub(crate) errors: BTreeMap<String, u64>,
+    /// The first error message seen of each kind.
+    pub(crate) examples: BTreeMap<String, String>,
     /// Named counters a workload keeps (e.g. CAS conflicts).
     pub(crate) counters: BTreeMap<String, u64>,
     /// Per-operation histograms for mixed workloads.
@@ -237,6 +239,7 @@ impl Tally {
         Self {
             hist: new_hist(),
             errors: BTreeMap::new(),
+            examples: BTreeMap::new(),
             counters: BTreeMap::new(),
             by_op: BTreeMap::new(),
         }
@@ -256,6 +259,16 @@ impl Tally {
         *self.errors.entry(kind).or_default() += 1;
     }
 
+    /// Counts a failed gRPC call under `prefix` + its code's name, keeping
+    /// the first message of each kind.
+    pub(crate) fn status(&mut self, prefix: &str, s: &tonic::Status) {
+        let kind = format!("{prefix}{}", status_kind(s));
+        self.examples
+            .entry(kind.clone())
+            .or_insert_with(|| s.message().to_string());
+        self.error(kind);
+    }
+
     pub(crate) fn count(&mut self, name: &str) {
         *self.counters.entry(name.to_string()).or_default() += 1;
     }
@@ -264,6 +277,9 @@ impl Tally {
         let _ = self.hist.add(&other.hist);
         for (k, v) in other.errors {
             *self.errors.entry(k).or_default() += v;
+        }
+        for (k, v) in other.examples {
+            self.examples.entry(k).or_insert(v);
         }
         for (k, v) in other.counters {
             *self.counters.entry(k).or_default() += v;
@@ -429,5 +445,6 @@ pub(crate) fn failed(workload: &str, common: &Common, kind: &str, msg: &str) -> 
     eprintln!("cairn bench {workload}: {msg}");
     let mut tally = Tally::new();
     tally.error(kind.to_string());
+    tally.examples.insert(kind.to_string(), msg.to_string());
     finish(workload, common, tally, Duration::ZERO, BTreeMap::new())
 }

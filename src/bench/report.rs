@@ -17,6 +17,8 @@ pub struct Stats {
     pub count: u64,
     /// Failed requests by kind.
     pub errors: BTreeMap<String, u64>,
+    /// The first error message of each kind.
+    pub error_examples: BTreeMap<String, String>,
     /// Workload-specific counters (e.g. CAS conflicts).
     pub counters: BTreeMap<String, u64>,
     /// Length of the run in seconds.
@@ -50,6 +52,7 @@ impl Stats {
         Self {
             count,
             errors: BTreeMap::new(),
+            error_examples: BTreeMap::new(),
             counters: BTreeMap::new(),
             duration_s: secs,
             throughput: if secs > 0.0 { count as f64 / secs } else { 0.0 },
@@ -60,6 +63,7 @@ impl Stats {
     pub(crate) fn from_tally(t: &Tally, elapsed: Duration) -> Self {
         let mut s = Self::from_hist(&t.hist, elapsed);
         s.errors = t.errors.clone();
+        s.error_examples = t.examples.clone();
         s.counters = t.counters.clone();
         s
     }
@@ -109,7 +113,8 @@ impl Report {
             l[0] / 1e3, l[1] / 1e3, l[2] / 1e3, l[3] / 1e3, l[4] / 1e3, l[5] / 1e3, l[6] / 1e3
         );
         for (k, v) in &s.errors {
-            let _ = writeln!(out, "  error {k}: {v}");
+            let example = s.error_examples.get(k).map(String::as_str).unwrap_or("");
+            let _ = writeln!(out, "  error {k}: {v} (first: {example})");
         }
         for (k, v) in &s.counters {
             let _ = writeln!(out, "  {k}: {v}");
@@ -159,10 +164,11 @@ impl Report {
 fn stats_fields(o: &mut String, s: &Stats) {
     let _ = write!(
         o,
-        "\"count\":{},\"errors\":{},\"error_kinds\":{},\"counters\":{},\"duration_s\":{},\"throughput\":{},\"latency_us\":{{",
+        "\"count\":{},\"errors\":{},\"error_kinds\":{},\"error_examples\":{},\"counters\":{},\"duration_s\":{},\"throughput\":{},\"latency_us\":{{",
         s.count,
         s.error_total(),
         num_map(&s.errors),
+        str_map(&s.error_examples),
         num_map(&s.counters),
         num(s.duration_s),
         num(s.throughput)
@@ -180,6 +186,14 @@ fn num_map<V: ToF64>(m: &BTreeMap<String, V>) -> String {
     let parts: Vec<String> = m
         .iter()
         .map(|(k, v)| format!("{}:{}", quote(k), num(v.to_f64())))
+        .collect();
+    format!("{{{}}}", parts.join(","))
+}
+
+fn str_map(m: &BTreeMap<String, String>) -> String {
+    let parts: Vec<String> = m
+        .iter()
+        .map(|(k, v)| format!("{}:{}", quote(k), quote(v)))
         .collect();
     format!("{{{}}}", parts.join(","))
 }

@@ -124,7 +124,8 @@ async fn prefill(
         .collect();
     let tally = closed_loop(&pacer, clients).await;
     if let Some((kind, n)) = tally.errors.iter().next() {
-        return Err(format!("prefill: {n} puts failed ({kind})"));
+        let example = tally.examples.get(kind).map(String::as_str).unwrap_or("");
+        return Err(format!("prefill: {n} puts failed ({kind}: {example})"));
     }
     // The revision after the prefill: a linearizable get of the first key.
     let mut kv = KvClient::new(channels[0].clone());
@@ -134,7 +135,7 @@ async fn prefill(
             ..Default::default()
         })
         .await
-        .map_err(|s| format!("prefill: {}", status_kind(&s)))?;
+        .map_err(|s| format!("prefill: {}: {}", status_kind(&s), s.message()))?;
     Ok(resp.into_inner().header.map(|h| h.revision).unwrap_or(0))
 }
 
@@ -153,7 +154,7 @@ impl Client for FillClient {
                 self.revision = r.into_inner().header.map(|h| h.revision).unwrap_or(0);
                 tally.record(Duration::from_nanos(1));
             }
-            Err(s) => tally.error(status_kind(&s)),
+            Err(s) => tally.status("", &s),
         }
     }
 }
@@ -203,7 +204,7 @@ impl Client for PutClient {
         let t = Instant::now();
         match self.kv.put(req).await {
             Ok(_) => tally.record(t.elapsed()),
-            Err(s) => tally.error(status_kind(&s)),
+            Err(s) => tally.status("", &s),
         }
     }
 }
@@ -286,7 +287,7 @@ impl Client for RangeClient {
         let t = Instant::now();
         match self.kv.range(req).await {
             Ok(_) => tally.record(t.elapsed()),
-            Err(s) => tally.error(status_kind(&s)),
+            Err(s) => tally.status("", &s),
         }
     }
 }
@@ -401,7 +402,7 @@ impl Client for CasClient {
                 }
                 self.revs[slot] = cas_outcome(&r);
             }
-            Err(s) => tally.error(status_kind(&s)),
+            Err(s) => tally.status("", &s),
         }
     }
 }
@@ -502,7 +503,7 @@ impl Watchers {
                 let mut stream = match client.watch(rx).await {
                     Ok(s) => s.into_inner(),
                     Err(s) => {
-                        tally.error(format!("watch-{}", status_kind(&s)));
+                        tally.status("watch-", &s);
                         return tally;
                     }
                 };
@@ -517,6 +518,10 @@ impl Watchers {
                                 created.fetch_add(1, Ordering::Relaxed);
                             }
                             if resp.canceled {
+                                tally
+                                    .examples
+                                    .entry("watch-canceled".into())
+                                    .or_insert_with(|| resp.cancel_reason.clone());
                                 tally.error("watch-canceled".into());
                             }
                             for ev in &resp.events {
@@ -537,7 +542,7 @@ impl Watchers {
                             break;
                         }
                         Err(s) => {
-                            tally.error(format!("watch-{}", status_kind(&s)));
+                            tally.status("watch-", &s);
                             break;
                         }
                     }
@@ -636,7 +641,7 @@ impl Client for StampedPutClient {
             .await
         {
             Ok(_) => tally.record(t.elapsed()),
-            Err(s) => tally.error(status_kind(&s)),
+            Err(s) => tally.status("", &s),
         }
     }
 }
@@ -797,7 +802,7 @@ impl Client for K8sClient {
         };
         match result {
             Ok(()) => tally.record_op(op, t.elapsed()),
-            Err(s) => tally.error(format!("{op}-{}", status_kind(&s))),
+            Err(s) => tally.status(&format!("{op}-"), &s),
         }
     }
 }

@@ -9,7 +9,10 @@
 //! breaks.
 //!
 //! Incoming streams are served by [`PeerService`], which decodes each message
-//! and hands it to the event loop.
+//! and hands it to the event loop. A new incoming stream from a peer means it
+//! restarted or lost its connection, so our stream to it is rebuilt too,
+//! unless ours is younger than [`RESET_MIN_AGE`] (which keeps two members from
+//! resetting each other for ever).
 
 use crate::proto::cairnpb::peer_client::PeerClient;
 use crate::proto::cairnpb::peer_server::Peer;
@@ -138,6 +141,18 @@ pub type Resets = Arc<BTreeMap<u64, Arc<Notify>>>;
 /// as long as flow control allows.
 const PEER_IO_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// A reset (a peer opened a new stream to us) rebuilds our stream to that
+/// peer only if ours is at least this old. Without it two members reset each
+/// other for ever: A's new stream makes B rebuild, B's new stream makes A
+/// rebuild, and so on, each rebuild a new TCP connection that loses the
+/// messages in flight. Under `cairn bench` load that was 80–170 reconnects a
+/// second per member, forwarded proposals timing out and follower ReadIndex
+/// rounds lost for an election timeout (docs/benchmarks.md). A stream younger
+/// than this was built after the peer's previous stream, so it is not the
+/// stale kind the reset is for; if it is dead anyway, [`PEER_IO_TIMEOUT`]
+/// rebuilds it.
+const RESET_MIN_AGE: Duration = PEER_IO_TIMEOUT;
+
 /// One peer's sender: connect, stream, reconnect with backoff.
 async fn sender(
     id: u64,
@@ -189,10 +204,16 @@ async fn stream(
     let (tx, mut out_rx) = mpsc::channel::<PeerMessage>(64);
     let outgoing = futures::stream::poll_fn(move |cx| out_rx.poll_recv(cx));
     let call = tokio::spawn(async move { client.stream(outgoing).await });
+    let opened = tokio::time::Instant::now();
     let result = loop {
         let msg = tokio::select! {
             msg = rx.recv() => msg,
-            () = reset.notified() => break Some(()),
+            () = reset.notified() => {
+                if opened.elapsed() >= RESET_MIN_AGE {
+                    break Some(());
+                }
+                continue;
+            }
         };
         let Some(msg) = msg else { break None };
         let is_snapshot = msg.get_msg_type() == MessageType::MsgSnapshot;
