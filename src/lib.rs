@@ -28,6 +28,7 @@ pub mod mvcc;
 pub mod node;
 pub mod planted;
 pub mod proto;
+pub mod rng;
 pub mod server;
 pub mod snap;
 pub mod storage;

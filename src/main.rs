@@ -4,8 +4,13 @@
 //! - `cairn check`: recover a data directory exactly as a starting member
 //!   will and print what it found: the first thing to run on a member that
 //!   will not start.
+//! - `cairn bench <workload>`: a load generator for any etcd v3 endpoints,
+//!   cairn or etcd (`src/bench/`; not in the simulation build).
 // The binary is driver code: it reads the environment, signals and files.
 #![allow(clippy::disallowed_methods)]
+
+#[cfg(not(madsim))]
+mod bench;
 
 use cairn::disk::FsDisk;
 use cairn::server::config::{
@@ -44,6 +49,10 @@ enum Command {
         #[arg(long, env = "CAIRN_DATA_DIR", default_value = "default.cairn")]
         data_dir: PathBuf,
     },
+    /// Load an etcd v3 endpoint (cairn or etcd) and report throughput and latency.
+    #[cfg(not(madsim))]
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// etcd's flags, each also read from `CAIRN_<FLAG>`.
@@ -170,6 +179,8 @@ fn main() -> ExitCode {
             }
         },
         Some(Command::Serve(args)) => serve(&args),
+        #[cfg(not(madsim))]
+        Some(Command::Bench(cmd)) => bench::main(cmd),
         None => serve(&cli.serve),
     }
 }

@@ -88,10 +88,14 @@ pub struct NodeConfig {
     pub cluster_id: u64,
     /// Every voting member's ID, this one included.
     pub voters: Vec<u64>,
-    /// Election timeout in ticks. raft-rs draws a random timeout from its own
-    /// unseeded RNG, so the node pins the range to `[election_tick,
-    /// election_tick + 1)`; the driver draws `election_tick` from its seeded RNG.
+    /// Election timeout in ticks. Each election's actual timeout is drawn
+    /// from `[election_tick, 2 * election_tick)` with the node's own seeded
+    /// generator (raft-rs would draw from an unseeded one): members whose
+    /// timers run in step (they all restarted at once) must not keep
+    /// splitting the vote.
     pub election_tick: usize,
+    /// Seeds the election timeout draws.
+    pub seed: u64,
     /// Heartbeat interval in ticks.
     pub heartbeat_tick: usize,
     /// Take a snapshot after this many applied entries.
@@ -236,6 +240,11 @@ pub struct Node {
     last_hard_state: HardState,
     /// Leases (replicated) and their deadlines (this member's).
     lessor: Lessor,
+    /// Draws election timeouts.
+    rng: crate::rng::SplitMix64,
+    /// (term, role, leader) when the election timeout was last drawn: raft
+    /// resets the timeout whenever one of them changes.
+    drawn_for: (u64, StateRole, u64),
     /// Events of applied writes not yet taken by the driver (for watchers).
     events: Vec<Event>,
     /// Bumped whenever the store is replaced by a snapshot: watchers must
@@ -278,7 +287,7 @@ impl Node {
             id: cfg.id,
             election_tick: cfg.election_tick,
             min_election_tick: cfg.election_tick,
-            max_election_tick: cfg.election_tick + 1,
+            max_election_tick: 2 * cfg.election_tick,
             heartbeat_tick: cfg.heartbeat_tick,
             applied: snapshot_index,
             max_size_per_msg: 1024 * 1024,
@@ -298,6 +307,8 @@ impl Node {
         let mut lessor = Lessor::new(cfg.min_lease_ttl, cfg.ticks_per_sec);
         lessor.restore(&rec.leases, rec.store.leased_keys(), 0);
         let mut node = Self {
+            rng: crate::rng::SplitMix64::new(cfg.seed),
+            drawn_for: (u64::MAX, StateRole::Follower, 0),
             lessor,
             events: Vec::new(),
             store_generation: 0,
@@ -319,6 +330,7 @@ impl Node {
             pending: None,
             leader: 0,
         };
+        node.draw_election_timeout();
         for entry in replay_twice {
             // Planted bug: raft will deliver these entries again.
             if let Ok(req) = RaftRequest::decode(entry.data.clone()) {
@@ -430,6 +442,7 @@ impl Node {
             let reads = std::mem::take(&mut self.reads_waiting);
             self.reads_in_flight.insert(ctx, (self.ticks, reads));
         }
+        self.draw_election_timeout();
         if !self.raw.has_ready() {
             return None;
         }
@@ -591,6 +604,21 @@ impl Node {
         if let Some(h) = header {
             h.revision = revision;
         }
+    }
+
+    /// Replaces the timeout raft drew (from its unseeded generator) when it
+    /// last reset its election timer, before the next tick can use it.
+    /// `ready` runs after every input, so no tick sees raft's own draw.
+    fn draw_election_timeout(&mut self) {
+        let raft = &self.raw.raft;
+        let now = (raft.term, raft.state, raft.leader_id);
+        if now == self.drawn_for {
+            return;
+        }
+        self.drawn_for = now;
+        let base = self.cfg.election_tick;
+        let timeout = base + (self.rng.next_u64() % base as u64) as usize;
+        self.raw.raft.set_randomized_election_timeout(timeout);
     }
 
     /// Fills the header fields only the node knows.

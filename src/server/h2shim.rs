@@ -28,9 +28,20 @@
 //!   collected whole, HPACK-decoded with a decoder that tracks the client's
 //!   dynamic table, its `:authority` rewritten if it carries a scheme, and
 //!   re-encoded with the shim's own HPACK encoder. That encoder's dynamic table
-//!   is the one tonic's decoder mirrors, so *every* header block is re-encoded,
-//!   not only those that change: the client's table and tonic's differ from
-//!   the first rewrite on.
+//!   is the one tonic's decoder mirrors, so once a block has been rewritten
+//!   *every* later block is re-encoded, not only those that change: the
+//!   client's table and tonic's differ from the first rewrite on;
+//! - if the connection's *first* header block needs no rewrite, it goes on
+//!   with the client's own HPACK bytes, and the rest of the connection passes
+//!   through untouched, as a connection that is not HTTP/2 does. A client's
+//!   `:authority` is its dial target, the same for every stream of a
+//!   connection (grpc-go and `h2` both set it per connection), so a
+//!   connection that starts clean stays clean. This is what keeps the shim
+//!   cheap: HPACK decoding costs a Huffman table build per literal string in
+//!   `loona-hpack`, and decoding every request's headers took about a third
+//!   of a server's CPU under `cairn bench put` (see docs/benchmarks.md). A
+//!   client that changed its `:authority` to a URL mid-connection would get
+//!   what it gets without the shim: tonic resets that stream.
 //!
 //! Re-encoded blocks are framed as HEADERS then CONTINUATION, each payload at
 //! most [`MAX_FRAME_PAYLOAD_BYTES`] (the HTTP/2 default SETTINGS_MAX_FRAME_SIZE,
@@ -202,6 +213,11 @@ pub struct Rewriter {
     encoder: Encoder<'static>,
     /// The re-encoded header block, reused between blocks.
     encoded: Vec<u8>,
+    /// A block has been rewritten: tonic's table now mirrors `encoder`, so
+    /// every later block must be re-encoded. Until the first block ends it is
+    /// false, and if that block needs no rewrite the connection becomes
+    /// [`State::Opaque`] instead.
+    rewriting: bool,
 }
 
 impl Default for Rewriter {
@@ -222,6 +238,7 @@ impl Rewriter {
             decoder,
             encoder,
             encoded: Vec::new(),
+            rewriting: false,
         }
     }
 
@@ -379,19 +396,29 @@ impl Rewriter {
         }
         if head.flags & FLAG_END_HEADERS != 0 {
             if let Some(block) = self.block.take() {
-                self.reencode(&block)?;
-                write_header_frames(block.stream, block.end_stream, &self.encoded, out);
+                let changed = self.reencode(&block)?;
+                if self.rewriting || changed {
+                    self.rewriting = true;
+                    write_header_frames(block.stream, block.end_stream, &self.encoded, out);
+                } else {
+                    // The first block is clean: tonic reads the client's own
+                    // HPACK from here on, so its table mirrors the client's.
+                    write_header_frames(block.stream, block.end_stream, &block.fragment, out);
+                    self.state = State::Opaque;
+                }
             }
         }
         Ok(())
     }
 
     /// Decodes a complete header block, rewrites `:authority`, and leaves the
-    /// re-encoded block in `self.encoded`.
-    fn reencode(&mut self, block: &Block) -> Result<(), ShimError> {
+    /// re-encoded block in `self.encoded`. Returns whether `:authority` was
+    /// rewritten.
+    fn reencode(&mut self, block: &Block) -> Result<bool, ShimError> {
         self.encoded.clear();
         let (encoder, encoded) = (&mut self.encoder, &mut self.encoded);
         let mut list_bytes = 0usize;
+        let mut changed = false;
         self.decoder
             .decode_with_cb(&block.fragment, |name, value| {
                 list_bytes = list_bytes.saturating_add(name.len() + value.len() + 32);
@@ -399,7 +426,11 @@ impl Rewriter {
                     return;
                 }
                 let value = match &*name {
-                    b":authority" => strip_scheme(&value),
+                    b":authority" => {
+                        let stripped = strip_scheme(&value);
+                        changed |= stripped.len() != value.len();
+                        stripped
+                    }
                     _ => &value,
                 };
                 // Writing to a Vec cannot fail.
@@ -414,7 +445,7 @@ impl Rewriter {
                 stream: block.stream,
             });
         }
-        Ok(())
+        Ok(changed)
     }
 }
 
@@ -853,6 +884,53 @@ mod tests {
                 fields: request("127.0.0.1:2379"),
             }]
         );
+    }
+
+    /// A connection whose first block needs no rewrite: that block goes on
+    /// with the client's own HPACK bytes, and every byte after it passes
+    /// through as sent, even a later block with a URL for `:authority`.
+    #[test]
+    fn passes_a_clean_connection_through_after_its_first_block() {
+        let mut client = Encoder::new();
+        let first = encode(&mut client, &request("127.0.0.1:2379"));
+        let second = encode(&mut client, &request("127.0.0.1:2379"));
+        let third = encode(&mut client, &request("http://127.0.0.1:2379"));
+        let rest = [
+            frame(HEADERS, FLAG_END_HEADERS, 3, &second),
+            frame(0x0, FLAG_END_STREAM, 3, b"data"),
+            frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 5, &third),
+        ]
+        .concat();
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(
+            HEADERS,
+            FLAG_END_HEADERS | FLAG_END_STREAM,
+            1,
+            &first,
+        ));
+        input.extend(&rest);
+        for chunk in [1, 7, 4096] {
+            let out = rewrite(&input, chunk).unwrap();
+            assert_eq!(
+                out,
+                [
+                    frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 1, &first),
+                    rest.clone()
+                ]
+                .concat(),
+                "fed {chunk} bytes at a time"
+            );
+            let seen = Server::new().see(&out);
+            assert_eq!(seen.len(), 4);
+            assert_eq!(
+                seen[1],
+                Seen::Headers {
+                    stream: 3,
+                    end_stream: false,
+                    fields: request("127.0.0.1:2379"),
+                }
+            );
+        }
     }
 
     /// A block larger than one frame is re-framed into frames of at most

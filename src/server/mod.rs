@@ -87,26 +87,7 @@ pub async fn serve(
     serve_on(cfg, wal_disk, snap_disk, seed, shutdown).await
 }
 
-/// splitmix64: the one small seeded generator the driver and the simulator
-/// use wherever they draw numbers themselves.
-#[derive(Debug, Clone, Default)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    /// A generator whose sequence is a function of `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// The next number of the sequence.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
+pub use crate::rng::SplitMix64;
 
 /// The first number of the sequence seeded with `seed`.
 fn splitmix(seed: u64) -> u64 {
@@ -165,7 +146,10 @@ pub async fn serve_on<D: Disk + 'static>(
         id: me.id,
         cluster_id: cfg.cluster_id(),
         voters: members.iter().map(|m| m.id).collect(),
-        election_tick: 10 + (splitmix(seed ^ me.id) % 10) as usize,
+        // etcd's default: a 1 s election timeout of 100 ms ticks. The node
+        // draws each election's timeout from [10, 20) ticks with `seed`.
+        election_tick: 10,
+        seed: splitmix(seed ^ me.id),
         heartbeat_tick: 1,
         snapshot_count: cfg.snapshot_count.max(1),
         snapshot_catchup_entries: cfg.snapshot_catchup_entries,

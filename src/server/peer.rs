@@ -164,8 +164,15 @@ async fn sender(
                 let _ = events.try_send(PeerEvent::Unreachable(id));
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
-                // Drop what queued up while the peer was away: raft resends.
-                while rx.try_recv().is_ok() {}
+                // Drop what queued up while the peer was away: raft resends,
+                // but it waits for a dropped snapshot's failure to be reported.
+                while let Ok(m) = rx.try_recv() {
+                    if m.get_msg_type() == MessageType::MsgSnapshot {
+                        let _ = events
+                            .send(PeerEvent::SnapshotSent { to: id, ok: false })
+                            .await;
+                    }
+                }
                 continue;
             }
         };
@@ -224,7 +231,8 @@ async fn stream(
         let sent = tokio::time::timeout(PEER_IO_TIMEOUT, tx.send(message)).await;
         let ok = matches!(sent, Ok(Ok(())));
         if is_snapshot {
-            let _ = events.try_send(PeerEvent::SnapshotSent { to: id, ok });
+            // Awaited, not tried: raft stalls that peer until it hears.
+            let _ = events.send(PeerEvent::SnapshotSent { to: id, ok }).await;
         }
         if !ok {
             break Some("a send timed out");

@@ -373,7 +373,8 @@ impl WatchHub {
                 if planted::active(Bug::WatchSkipsCatchUpEvent) && !selected.is_empty() {
                     selected.remove(0);
                 }
-                w.next_rev = next;
+                // Never lower: a watcher may start above the current revision.
+                w.next_rev = w.next_rev.max(next);
                 if !selected.is_empty() {
                     w.active = true;
                     w.push(WatchResponse {

@@ -281,3 +281,18 @@ fn filters_and_prev_kv() {
     assert_eq!(evs[0].r#type, EventType::Delete as i32);
     assert!(evs[0].prev_kv.is_none());
 }
+
+#[test]
+fn a_watcher_starting_in_the_future_stays_there_through_a_store_replacement() {
+    let (mut store, mut hub) = (Store::new(), WatchHub::default());
+    hub.open(1);
+    hub.request(1, create("k", "", 5), &store);
+    // A snapshot replaced the store: every watcher catches up from it.
+    hub.store_generation(1);
+    hub.catch_up(&store);
+    for i in 0..6 {
+        put(&mut store, &mut hub, "k", &i.to_string());
+    }
+    let revs: Vec<i64> = events(&drain(&mut hub, 1)).iter().map(|e| e.1).collect();
+    assert_eq!(revs, [5, 6, 7]);
+}
