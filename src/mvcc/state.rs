@@ -46,24 +46,41 @@ impl Store {
     /// Encodes the whole state. See the module docs for the format.
     pub fn encode(&self) -> Vec<u8> {
         let mut buf = Vec::new();
-        put_u32(&mut buf, FORMAT_VERSION);
-        put_i64(&mut buf, self.current);
-        put_i64(&mut buf, self.compacted);
-        put_u64(&mut buf, self.keys.len() as u64);
+        self.encode_into(&mut buf);
+        buf
+    }
+
+    /// Appends what [`Store::encode`] returns to `buf`, reserving the exact
+    /// size first: a snapshot of a large store is written once, in place,
+    /// never grown by doubling nor copied.
+    pub fn encode_into(&self, buf: &mut Vec<u8>) {
+        let size: usize = 28
+            + self
+                .keys
+                .iter()
+                .map(|(k, h)| 8 + k.len() + h.iter().map(|v| 44 + v.value.len()).sum::<usize>())
+                .sum::<usize>();
+        buf.reserve(size);
+        let start = buf.len();
+        let buf = &mut *buf;
+        put_u32(buf, FORMAT_VERSION);
+        put_i64(buf, self.current);
+        put_i64(buf, self.compacted);
+        put_u64(buf, self.keys.len() as u64);
         for (key, history) in &self.keys {
-            put_bytes(&mut buf, key);
+            put_bytes(buf, key);
             put_u32(
-                &mut buf,
+                buf,
                 u32::try_from(history.len()).expect("fewer than 2^32 versions of a key"),
             );
             for v in history {
                 for n in [v.rev.main, v.rev.sub, v.create, v.version, v.lease] {
-                    put_i64(&mut buf, n);
+                    put_i64(buf, n);
                 }
-                put_bytes(&mut buf, &v.value);
+                put_bytes(buf, &v.value);
             }
         }
-        buf
+        debug_assert_eq!(buf.len() - start, size, "the reserved size is exact");
     }
 
     /// Decodes a state written by [`Store::encode`], checking its invariants.

@@ -146,6 +146,12 @@ impl LogStore {
         }
     }
 
+    /// Drops the newest snapshot's data, keeping its metadata: called just
+    /// before a newer snapshot replaces it, so two are never held at once.
+    pub fn release_snapshot_data(&mut self) {
+        self.snapshot.data = Default::default();
+    }
+
     /// The newest snapshot (data included).
     pub fn latest_snapshot(&self) -> &Snapshot {
         &self.snapshot

@@ -73,7 +73,7 @@ use crate::proto::etcdserverpb::{
     LeaseRevokeResponse, PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnResponse,
 };
 use crate::proto::mvccpb::Event;
-use crate::snap::{decode_sections, encode_sections, SectionKind};
+use crate::snap::{decode_sections, encode_sections_with, SectionKind};
 use prost::Message as _;
 use raft::eraftpb::{Entry, EntryType, HardState, Message, Snapshot};
 use raft::{RawNode, SnapshotStatus, StateRole};
@@ -809,10 +809,26 @@ impl Node {
             members: self.members(),
         }
         .encode_to_vec();
-        let data = encode_sections(&[
-            (SectionKind::Mvcc, &self.kv.encode()),
-            (SectionKind::Lease, &self.lessor.encode()),
-            (SectionKind::Members, &members),
+        // The previous snapshot's data is not needed once this one exists:
+        // let it go first, so the process never holds two.
+        self.raw.mut_store().release_snapshot_data();
+        let leases = self.lessor.encode();
+        let kv = &self.kv;
+        // The MVCC state (nearly all of it) is written in place, and last, so
+        // nothing appended after it makes the buffer grow.
+        let data = encode_sections_with(&mut [
+            (
+                SectionKind::Lease,
+                Box::new(|b: &mut Vec<u8>| b.extend_from_slice(&leases)),
+            ),
+            (
+                SectionKind::Members,
+                Box::new(|b: &mut Vec<u8>| b.extend_from_slice(&members)),
+            ),
+            (
+                SectionKind::Mvcc,
+                Box::new(|b: &mut Vec<u8>| kv.encode_into(b)),
+            ),
         ]);
         let mut snap = Snapshot {
             data: data.into(),

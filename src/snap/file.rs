@@ -79,21 +79,31 @@ fn read_ids(r: &mut Reader, what: &'static str) -> Result<Vec<u64>, DecodeError>
 
 /// Encodes `s` as a complete snapshot file, CRC included.
 pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
-    let m = &s.meta;
-    let len = MIN_LEN + 8 * (m.voters.len() + m.learners.len()) + s.data.len();
-    let mut buf = Vec::with_capacity(len);
-    buf.extend_from_slice(MAGIC);
-    put_u32(&mut buf, FORMAT_VERSION);
-    put_u64(&mut buf, m.index);
-    put_u64(&mut buf, m.term);
-    put_ids(&mut buf, &m.voters);
-    put_ids(&mut buf, &m.learners);
-    put_u64(&mut buf, s.data.len() as u64);
+    let (head, tail) = encode_snapshot_parts(s);
+    let mut buf = Vec::with_capacity(head.len() + s.data.len() + tail.len());
+    buf.extend_from_slice(&head);
     buf.extend_from_slice(&s.data);
-    let crc = crc32fast::hash(&buf);
-    put_u32(&mut buf, crc);
-    assert_eq!(buf.len(), len, "encoded snapshot has the length computed");
+    buf.extend_from_slice(&tail);
     buf
+}
+
+/// The file [`encode_snapshot`] returns, as the bytes before `s.data` and the
+/// bytes after it: written one after the other they make the file, without
+/// a copy of the data (which can be most of the process's memory).
+pub fn encode_snapshot_parts(s: &Snapshot) -> (Vec<u8>, [u8; 4]) {
+    let m = &s.meta;
+    let mut head = Vec::with_capacity(MIN_LEN - 4 + 8 * (m.voters.len() + m.learners.len()));
+    head.extend_from_slice(MAGIC);
+    put_u32(&mut head, FORMAT_VERSION);
+    put_u64(&mut head, m.index);
+    put_u64(&mut head, m.term);
+    put_ids(&mut head, &m.voters);
+    put_ids(&mut head, &m.learners);
+    put_u64(&mut head, s.data.len() as u64);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head);
+    crc.update(&s.data);
+    (head, crc.finalize().to_le_bytes())
 }
 
 /// Decodes and verifies a snapshot file. `data` in the result is a slice of

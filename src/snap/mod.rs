@@ -94,5 +94,7 @@ mod store;
 pub use file::{
     decode_snapshot, encode_snapshot, Snapshot, SnapshotMeta, FORMAT_VERSION, MAGIC, MIN_LEN,
 };
-pub use sections::{decode_sections, encode_sections, SectionKind};
+pub use sections::{
+    decode_sections, encode_sections, encode_sections_with, SectionKind, SectionWriter,
+};
 pub use store::{parse_snap_name, snap_name, Loaded, SnapStore, DEFAULT_KEEP};

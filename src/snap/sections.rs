@@ -69,25 +69,43 @@ impl SectionKind {
 /// If a kind appears twice: the caller builds this list, so that is a
 /// programming error.
 pub fn encode_sections(sections: &[(SectionKind, &[u8])]) -> Vec<u8> {
-    for (i, (kind, _)) in sections.iter().enumerate() {
+    let mut writers: Vec<SectionWriter<'_>> = sections
+        .iter()
+        .map(|(kind, data)| -> SectionWriter<'_> {
+            (
+                *kind,
+                Box::new(move |buf: &mut Vec<u8>| buf.extend_from_slice(data)),
+            )
+        })
+        .collect();
+    encode_sections_with(&mut writers)
+}
+
+/// A section's kind and the code that writes its body.
+pub type SectionWriter<'a> = (SectionKind, Box<dyn FnMut(&mut Vec<u8>) + 'a>);
+
+/// Like [`encode_sections`], but each section writes its body straight into
+/// the container, so a large section (the MVCC state) is not built apart and
+/// copied: a snapshot holds one copy of the state, not two.
+pub fn encode_sections_with(sections: &mut [SectionWriter<'_>]) -> Vec<u8> {
+    for i in 0..sections.len() {
+        let kind = sections[i].0;
         assert!(
-            sections[..i].iter().all(|(k, _)| k != kind),
+            sections[..i].iter().all(|(k, _)| *k != kind),
             "section {kind:?} given twice"
         );
     }
-    let total: usize = sections
-        .iter()
-        .map(|(_, d)| SECTION_HEADER_LEN + d.len())
-        .sum();
-    let mut buf = Vec::with_capacity(4 + total);
+    let mut buf = Vec::new();
     let count = u32::try_from(sections.len()).expect("fewer than 2^32 sections");
     put_u32(&mut buf, count);
-    for (kind, data) in sections {
+    for (kind, write) in sections.iter_mut() {
         put_u16(&mut buf, kind.tag());
-        put_u64(&mut buf, data.len() as u64);
-        buf.extend_from_slice(data);
+        let len_at = buf.len();
+        put_u64(&mut buf, 0);
+        write(&mut buf);
+        let len = (buf.len() - len_at - 8) as u64;
+        buf[len_at..len_at + 8].copy_from_slice(&len.to_le_bytes());
     }
-    debug_assert_eq!(buf.len(), 4 + total);
     buf
 }
 

@@ -3,7 +3,7 @@
 //! See the module docs of [`crate::snap`] for the protocol; this file is the
 //! code that carries it out.
 
-use super::file::{decode_snapshot, encode_snapshot, Snapshot};
+use super::file::{decode_snapshot, encode_snapshot_parts, Snapshot};
 use crate::disk::Disk;
 use crate::error::{Error, Result};
 use bytes::Bytes;
@@ -96,12 +96,9 @@ impl<D: Disk> SnapStore<D> {
     pub fn save(&mut self, s: &Snapshot) -> Result<String> {
         let name = snap_name(s.meta.term, s.meta.index);
         let tmp = format!("{name}{TMP_SUFFIX}");
-        let buf = encode_snapshot(s);
-        debug_assert!(
-            decode_snapshot(Bytes::copy_from_slice(&buf)).as_ref() == Ok(s),
-            "a snapshot decodes to what was encoded"
-        );
-        let written = self.write_tmp(&tmp, &buf).and_then(|()| {
+        let (head, tail) = encode_snapshot_parts(s);
+        let parts: [&[u8]; 3] = [&head, &s.data, &tail];
+        let written = self.write_tmp(&tmp, &parts).and_then(|()| {
             self.disk
                 .rename(&tmp, &name)
                 .map_err(io_err("rename", &tmp))
@@ -117,8 +114,8 @@ impl<D: Disk> SnapStore<D> {
         Ok(name)
     }
 
-    /// Creates `tmp` (replacing a stale one) with `buf` in it, synced.
-    fn write_tmp(&mut self, tmp: &str, buf: &[u8]) -> Result<()> {
+    /// Creates `tmp` (replacing a stale one) with `parts` in it, synced.
+    fn write_tmp(&mut self, tmp: &str, parts: &[&[u8]]) -> Result<()> {
         match self.disk.create(tmp) {
             // Left by a crash during an earlier save of this same snapshot.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -127,7 +124,9 @@ impl<D: Disk> SnapStore<D> {
             }
             other => other.map_err(io_err("create", tmp))?,
         }
-        self.disk.append(tmp, buf).map_err(io_err("append", tmp))?;
+        for part in parts {
+            self.disk.append(tmp, part).map_err(io_err("append", tmp))?;
+        }
         self.disk.sync(tmp).map_err(io_err("sync", tmp))
     }
 
