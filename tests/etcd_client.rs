@@ -9,55 +9,15 @@
 
 mod support;
 
-use std::future::Future;
-
 use etcd_client::{
-    Client, Compare, CompareOp, DeleteOptions, Error, GetOptions, PutOptions, SortOrder,
-    SortTarget, Txn, TxnOp, TxnOpResponse,
+    Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
+    TxnOpResponse,
 };
-use support::cluster::{Cluster, Server};
-
-/// Runs `script` against a fresh single node of each server (etcd first),
-/// with a client connected to it.
-async fn on_each_server<F, Fut>(script: F)
-where
-    F: Fn(Server, Client) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    for server in Server::reference_and_cairn() {
-        eprintln!("== running against {server:?}");
-        let cluster = Cluster::start(server, 1, &[]);
-        let client = connect(&cluster).await;
-        script(server, client).await;
-        drop(cluster);
-    }
-}
-
-async fn connect(cluster: &Cluster) -> Client {
-    let options = etcd_client::ConnectOptions::new()
-        .with_connect_timeout(std::time::Duration::from_secs(5))
-        .with_timeout(std::time::Duration::from_secs(10));
-    Client::connect(cluster.client_urls(), Some(options))
-        .await
-        .expect("connect etcd-client")
-}
-
-/// The gRPC status inside a client error.
-#[track_caller]
-fn grpc_status(server: Server, e: Error) -> tonic::Status {
-    match e {
-        Error::GRpcStatus(status) => status,
-        other => panic!("[{server:?}] expected a gRPC status, got {other:?}"),
-    }
-}
-
-fn rev(header: Option<&etcd_client::ResponseHeader>) -> i64 {
-    header.expect("response header").revision()
-}
+use support::compat::{grpc_status, on_each_server_client, rev};
 
 #[tokio::test]
 async fn put_get_delete() {
-    on_each_server(|s, mut c| async move {
+    on_each_server_client(|s, mut c| async move {
         let r = c.put("foo", "bar", None).await.expect("put");
         assert_eq!(rev(r.header()), 2, "[{s:?}] the first write is revision 2");
         assert!(r.prev_key().is_none(), "[{s:?}] prev_kv only when asked");
@@ -183,7 +143,7 @@ async fn put_get_delete() {
 
 #[tokio::test]
 async fn txn_compare_and_swap() {
-    on_each_server(|s, mut c| async move {
+    on_each_server_client(|s, mut c| async move {
         c.put("lock", "free", None).await.expect("put"); // rev 2
 
         // CAS that holds: take the lock, read it back in the same txn.
@@ -270,7 +230,7 @@ async fn txn_compare_and_swap() {
 
 #[tokio::test]
 async fn compaction_and_errors() {
-    on_each_server(|s, mut c| async move {
+    on_each_server_client(|s, mut c| async move {
         for i in 1..=5 {
             c.put("k", format!("v{i}"), None).await.expect("put"); // revs 2..=6
         }
@@ -359,7 +319,7 @@ async fn compaction_and_errors() {
 
 #[tokio::test]
 async fn status_and_member_list() {
-    on_each_server(|s, mut c| async move {
+    on_each_server_client(|s, mut c| async move {
         c.put("a", "1", None).await.expect("put");
         let st = c.status().await.expect("status");
         let header = st.header().expect("header");
@@ -398,7 +358,7 @@ async fn status_and_member_list() {
 
 #[tokio::test]
 async fn range_filters_and_put_flags() {
-    on_each_server(|s, mut c| async move {
+    on_each_server_client(|s, mut c| async move {
         // a: create 2, mod 5, version 2; b: 3/3; c: 4/4; d: 6/6.
         for (k, v) in [
             ("a", "a1"),

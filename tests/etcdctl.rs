@@ -16,45 +16,8 @@
 mod support;
 
 use serde_json::Value;
-use support::cluster::{Cluster, CtlOut, Server};
-
-/// Runs `script` against a fresh single node of each server (etcd first).
-fn on_each_server(script: impl Fn(&Cluster)) {
-    for server in Server::reference_and_cairn() {
-        eprintln!("== running against {server:?}");
-        let cluster = Cluster::start(server, 1, &[]);
-        script(&cluster);
-    }
-}
-
-/// Runs etcdctl on node 0 and asserts it exits 0 with exactly `want` on stdout.
-#[track_caller]
-fn expect(c: &Cluster, args: &[&str], want: &str) {
-    let out = c.ctl(0, args);
-    assert!(
-        out.success(),
-        "[{:?}] etcdctl {args:?} failed: {out:#?}",
-        c.server
-    );
-    assert_eq!(
-        out.stdout, want,
-        "[{:?}] stdout of etcdctl {args:?} (stderr: {})",
-        c.server, out.stderr
-    );
-}
-
-/// Runs etcdctl on node 0 and asserts it fails with exactly `want` as its
-/// `Error:` line.
-#[track_caller]
-fn expect_error(c: &Cluster, args: &[&str], want: &str) {
-    let out = c.ctl(0, args);
-    assert!(
-        !out.success(),
-        "[{:?}] etcdctl {args:?} should fail: {out:#?}",
-        c.server
-    );
-    assert_eq!(out.error_line(), want, "[{:?}] etcdctl {args:?}", c.server);
-}
+use support::cluster::{Cluster, CtlOut};
+use support::compat::{expect, expect_error, json, on_each_server, revision};
 
 /// Runs `txn -i` with `stdin` and asserts exactly `want` on stdout.
 #[track_caller]
@@ -66,25 +29,6 @@ fn expect_txn(c: &Cluster, stdin: &str, want: &str) {
         c.server
     );
     assert_eq!(out.stdout, want, "[{:?}] txn -i <<{stdin:?}", c.server);
-}
-
-/// Runs etcdctl with `-w json` and parses stdout.
-#[track_caller]
-fn json(c: &Cluster, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-w", "json"]);
-    let out = c.ctl(0, &all);
-    let stdout = out.ok();
-    serde_json::from_str(stdout)
-        .unwrap_or_else(|e| panic!("[{:?}] etcdctl {all:?}: bad JSON {e}: {stdout}", c.server))
-}
-
-/// `header.revision` of a `get -w json`.
-#[track_caller]
-fn revision(c: &Cluster) -> i64 {
-    json(c, &["get", "harness-revision-probe"])["header"]["revision"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("[{:?}] no header.revision", c.server))
 }
 
 fn b64(s: &str) -> String {

@@ -22,7 +22,8 @@ use etcd_client::{
 };
 use support::cluster::{Cluster, Server};
 use support::compat::{
-    expect, expect_error, grpc_status, json, on_each_server, on_each_server_client, rev, revision,
+    expect, expect_error, grpc_status, json, next_watch_response, on_each_server,
+    on_each_server_client, rev, revision,
 };
 use support::streaming::Streaming;
 
@@ -354,16 +355,6 @@ fn etcdctl_lease_keep_alive_keeps_keys() {
 // etcd-client
 // ---------------------------------------------------------------------------
 
-/// The next message on a watch stream, failing the test after `timeout`.
-async fn next(s: Server, stream: &mut WatchStream, timeout: Duration) -> WatchResponse {
-    match tokio::time::timeout(timeout, stream.message()).await {
-        Ok(Ok(Some(r))) => r,
-        Ok(Ok(None)) => panic!("[{s:?}] the watch stream ended"),
-        Ok(Err(e)) => panic!("[{s:?}] watch stream error: {e:?}"),
-        Err(_) => panic!("[{s:?}] no watch response within {timeout:?}"),
-    }
-}
-
 /// A prefix watch from now, its creation confirmed.
 async fn watch_prefix(s: Server, c: &mut Client, prefix: &str) -> WatchStream {
     let mut w = c
@@ -373,7 +364,7 @@ async fn watch_prefix(s: Server, c: &mut Client, prefix: &str) -> WatchStream {
         )
         .await
         .expect("watch");
-    let r = next(s, &mut w, WAIT).await;
+    let r = next_watch_response(s, &mut w, WAIT).await;
     assert!(r.created(), "[{s:?}] {r:?}");
     w
 }
@@ -589,7 +580,7 @@ async fn client_revoke_deletes_keys_in_one_revision() {
 
         let r = c.lease_revoke(id).await.expect("revoke");
         assert_eq!(rev(r.header()), 6, "[{s:?}] the revoke's revision");
-        let resp = next(s, &mut w, WAIT).await;
+        let resp = next_watch_response(s, &mut w, WAIT).await;
         let at = assert_deletes_in_one_response(s, &resp, &["r/1", "r/2", "r/3"]);
         assert_eq!(at, 6, "[{s:?}]");
         for e in resp.events() {
@@ -819,7 +810,7 @@ async fn client_leases_through_followers_and_leader_failover() {
             .expect("put via follower");
         let mut puts = 0;
         while puts < 2 {
-            let r = next(s, &mut w, WAIT).await;
+            let r = next_watch_response(s, &mut w, WAIT).await;
             assert!(
                 r.events().iter().all(|e| e.event_type() == EventType::Put),
                 "[{s:?}] {r:?}"
@@ -860,7 +851,7 @@ async fn client_leases_through_followers_and_leader_failover() {
         );
 
         // The short lease is not renewed: the new leader expires it.
-        let resp = next(s, &mut w, EXPIRY_WAIT).await;
+        let resp = next_watch_response(s, &mut w, EXPIRY_WAIT).await;
         assert_deletes_in_one_response(s, &resp, &["f/short"]);
 
         // The long one can be renewed and revoked under the new leader.
@@ -873,7 +864,7 @@ async fn client_leases_through_followers_and_leader_failover() {
             .expect("stream open");
         assert_eq!((r.id(), r.ttl()), (long, 60), "[{s:?}]");
         c1.lease_revoke(long).await.expect("revoke after failover");
-        let resp = next(s, &mut w, WAIT).await;
+        let resp = next_watch_response(s, &mut w, WAIT).await;
         assert_deletes_in_one_response(s, &resp, &["f/long"]);
         let r = c2
             .get("f/", Some(etcd_client::GetOptions::new().with_prefix()))

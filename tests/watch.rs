@@ -20,7 +20,8 @@ use etcd_client::{
 };
 use support::cluster::{Cluster, Server};
 use support::compat::{
-    expect, on_each_server, on_each_server_client, on_each_server_client_with, rev, revision,
+    expect, next_watch_response, on_each_server, on_each_server_client, on_each_server_client_with,
+    rev, revision,
 };
 use support::streaming::Streaming;
 
@@ -312,22 +313,12 @@ fn etcdctl_watch_interactive() {
 // etcd-client
 // ---------------------------------------------------------------------------
 
-/// The next message on a watch stream, failing the test after [`WAIT`].
-async fn next(s: Server, stream: &mut WatchStream) -> WatchResponse {
-    match tokio::time::timeout(WAIT, stream.message()).await {
-        Ok(Ok(Some(r))) => r,
-        Ok(Ok(None)) => panic!("[{s:?}] the watch stream ended"),
-        Ok(Err(e)) => panic!("[{s:?}] watch stream error: {e:?}"),
-        Err(_) => panic!("[{s:?}] no watch response within {WAIT:?}"),
-    }
-}
-
 /// Reads responses until `n` events have arrived; returns the responses.
 async fn events_until(s: Server, stream: &mut WatchStream, n: usize) -> Vec<WatchResponse> {
     let mut out = Vec::new();
     let mut seen = 0;
     while seen < n {
-        let r = next(s, stream).await;
+        let r = next_watch_response(s, stream, WAIT).await;
         assert!(
             !r.created() && !r.canceled(),
             "[{s:?}] expected events, got {r:?}"
@@ -405,7 +396,7 @@ async fn client_watch_prefix_prev_kv_start_revision() {
             )
             .await
             .expect("watch");
-        let created = next(s, &mut w).await;
+        let created = next_watch_response(s, &mut w, WAIT).await;
         // The first watch on a stream gets ID 0.
         assert_created(s, &created, 0);
         assert!(
@@ -482,13 +473,13 @@ async fn client_watch_prefix_prev_kv_start_revision() {
 async fn client_several_watchers_on_one_stream_and_cancel() {
     on_each_server_client(|s, mut c| async move {
         let mut w = c.watch("a", None).await.expect("watch a");
-        assert_created(s, &next(s, &mut w).await, 0);
+        assert_created(s, &next_watch_response(s, &mut w, WAIT).await, 0);
         w.watch("b", None).await.expect("watch b");
-        assert_created(s, &next(s, &mut w).await, 1);
+        assert_created(s, &next_watch_response(s, &mut w, WAIT).await, 1);
         w.watch("c", Some(WatchOptions::new().with_prefix()))
             .await
             .expect("watch c*");
-        assert_created(s, &next(s, &mut w).await, 2);
+        assert_created(s, &next_watch_response(s, &mut w, WAIT).await, 2);
 
         put(&mut c, "a", "1").await; // 2
         put(&mut c, "b", "1").await; // 3
@@ -537,7 +528,7 @@ async fn client_several_watchers_on_one_stream_and_cancel() {
 
         // Cancel b: a canceled response for it, then nothing more for it.
         w.cancel(1).await.expect("cancel");
-        let r = next(s, &mut w).await;
+        let r = next_watch_response(s, &mut w, WAIT).await;
         assert!(r.canceled(), "[{s:?}] {r:?}");
         assert!(!r.created(), "[{s:?}] {r:?}");
         assert_eq!(r.watch_id(), 1, "[{s:?}] {r:?}");
@@ -557,7 +548,7 @@ async fn client_several_watchers_on_one_stream_and_cancel() {
 
         // IDs are not reused after a cancel.
         w.watch("b", None).await.expect("watch b again");
-        assert_created(s, &next(s, &mut w).await, 3);
+        assert_created(s, &next_watch_response(s, &mut w, WAIT).await, 3);
     })
     .await;
 }
@@ -569,14 +560,14 @@ async fn client_chosen_watch_ids_and_bad_creates() {
             .watch("k", Some(WatchOptions::new().with_watch_id(7)))
             .await
             .expect("watch");
-        assert_created(s, &next(s, &mut w).await, 7);
+        assert_created(s, &next_watch_response(s, &mut w, WAIT).await, 7);
 
         // The same ID again on this stream: created and canceled at once,
         // ID -1, with mvcc's reason.
         w.watch("k2", Some(WatchOptions::new().with_watch_id(7)))
             .await
             .expect("send");
-        let r = next(s, &mut w).await;
+        let r = next_watch_response(s, &mut w, WAIT).await;
         assert!(r.created() && r.canceled(), "[{s:?}] {r:?}");
         assert_eq!(r.watch_id(), -1, "[{s:?}] {r:?}");
         assert_eq!(
@@ -587,19 +578,19 @@ async fn client_chosen_watch_ids_and_bad_creates() {
 
         // Automatic IDs start at 0 and skip the ones in use.
         w.watch("k3", None).await.expect("send");
-        assert_created(s, &next(s, &mut w).await, 0);
+        assert_created(s, &next_watch_response(s, &mut w, WAIT).await, 0);
         w.watch("k4", Some(WatchOptions::new().with_watch_id(1)))
             .await
             .expect("send");
-        assert_created(s, &next(s, &mut w).await, 1);
+        assert_created(s, &next_watch_response(s, &mut w, WAIT).await, 1);
         w.watch("k5", None).await.expect("send");
-        assert_created(s, &next(s, &mut w).await, 2);
+        assert_created(s, &next_watch_response(s, &mut w, WAIT).await, 2);
 
         // An empty range [b, a).
         w.watch("b", Some(WatchOptions::new().with_range("a")))
             .await
             .expect("send");
-        let r = next(s, &mut w).await;
+        let r = next_watch_response(s, &mut w, WAIT).await;
         assert!(r.created() && r.canceled(), "[{s:?}] {r:?}");
         assert_eq!(r.watch_id(), -1, "[{s:?}] {r:?}");
         assert_eq!(r.cancel_reason(), "mvcc: watcher range is empty", "[{s:?}]");
@@ -611,7 +602,7 @@ async fn client_chosen_watch_ids_and_bad_creates() {
 
         // A second stream numbers its own watchers from 0 again.
         let mut w2 = c.watch("k", None).await.expect("watch");
-        assert_created(s, &next(s, &mut w2).await, 0);
+        assert_created(s, &next_watch_response(s, &mut w2, WAIT).await, 0);
     })
     .await;
 }
@@ -623,9 +614,9 @@ async fn client_progress_request() {
             put(&mut c, "x", &i.to_string()).await; // revs 2..=4
         }
         let mut w = c.watch("unrelated", None).await.expect("watch");
-        assert_created(s, &next(s, &mut w).await, 0);
+        assert_created(s, &next_watch_response(s, &mut w, WAIT).await, 0);
         w.request_progress().await.expect("progress");
-        let r = next(s, &mut w).await;
+        let r = next_watch_response(s, &mut w, WAIT).await;
         assert!(!r.created() && !r.canceled(), "[{s:?}] {r:?}");
         assert!(r.events().is_empty(), "[{s:?}] {r:?}");
         // Not tied to one watcher: etcd's clients broadcast ID -1.
@@ -634,7 +625,7 @@ async fn client_progress_request() {
 
         let last = put(&mut c, "x", "later").await; // 5
         w.request_progress().await.expect("progress");
-        let r = next(s, &mut w).await;
+        let r = next_watch_response(s, &mut w, WAIT).await;
         assert!(r.events().is_empty(), "[{s:?}] {r:?}");
         assert!(
             rev(r.header()) >= last,
@@ -644,11 +635,11 @@ async fn client_progress_request() {
 
         // A stream whose only watcher is canceled still gets an answer.
         w.cancel(0).await.expect("cancel");
-        let r = next(s, &mut w).await;
+        let r = next_watch_response(s, &mut w, WAIT).await;
         assert!(r.canceled(), "[{s:?}] {r:?}");
         let last = put(&mut c, "x", "last").await; // 6
         w.request_progress().await.expect("progress");
-        let r = next(s, &mut w).await;
+        let r = next_watch_response(s, &mut w, WAIT).await;
         assert!(
             !r.created() && !r.canceled() && r.events().is_empty(),
             "[{s:?}] {r:?}"
@@ -673,7 +664,7 @@ async fn client_watch_filters() {
             )
             .await
             .expect("watch");
-        assert_created(s, &next(s, &mut w).await, 0);
+        assert_created(s, &next_watch_response(s, &mut w, WAIT).await, 0);
         w.watch(
             "f",
             Some(
@@ -684,7 +675,7 @@ async fn client_watch_filters() {
         )
         .await
         .expect("watch");
-        assert_created(s, &next(s, &mut w).await, 1);
+        assert_created(s, &next_watch_response(s, &mut w, WAIT).await, 1);
         put(&mut c, "f1", "a").await; // 2
         c.delete("f1", None).await.expect("delete"); // 3
         let mut got: Vec<(i64, EventType, i64)> = events_until(s, &mut w, 2)
@@ -721,9 +712,9 @@ async fn client_watch_compacted_revision() {
             .expect("watch");
         // etcd first confirms the watch, then cancels it with the
         // compaction revision.
-        let r = next(s, &mut w).await;
+        let r = next_watch_response(s, &mut w, WAIT).await;
         assert_created(s, &r, 0);
-        let r = next(s, &mut w).await;
+        let r = next_watch_response(s, &mut w, WAIT).await;
         assert!(r.canceled(), "[{s:?}] {r:?}");
         assert!(!r.created(), "[{s:?}] {r:?}");
         assert_eq!(r.watch_id(), 0, "[{s:?}] {r:?}");
@@ -734,7 +725,7 @@ async fn client_watch_compacted_revision() {
         w.watch("k", Some(WatchOptions::new().with_start_revision(5)))
             .await
             .expect("watch");
-        assert_created(s, &next(s, &mut w).await, 1);
+        assert_created(s, &next_watch_response(s, &mut w, WAIT).await, 1);
         let values: Vec<String> = events_until(s, &mut w, 2)
             .await
             .iter()
@@ -763,7 +754,7 @@ async fn client_watch_at_compaction_revision() {
             .watch("k", Some(WatchOptions::new().with_start_revision(4)))
             .await
             .expect("watch");
-        assert_created(s, &next(s, &mut w).await, 0);
+        assert_created(s, &next_watch_response(s, &mut w, WAIT).await, 0);
         match s {
             Server::Etcd => {
                 let values: Vec<String> = events_until(s, &mut w, 3)
@@ -774,7 +765,7 @@ async fn client_watch_at_compaction_revision() {
                 assert_eq!(values, ["v3", "v4", "v5"], "[{s:?}]");
             }
             Server::Cairn => {
-                let r = next(s, &mut w).await;
+                let r = next_watch_response(s, &mut w, WAIT).await;
                 assert!(r.canceled() && r.events().is_empty(), "[{s:?}] {r:?}");
                 assert_eq!(r.compact_revision(), 4, "[{s:?}] {r:?}");
             }
@@ -808,7 +799,7 @@ async fn client_watch_fragment() {
             )
             .await
             .expect("watch");
-        assert_created(s, &next(s, &mut plain).await, 0);
+        assert_created(s, &next_watch_response(s, &mut plain, WAIT).await, 0);
         let mut fragmented = c
             .watch(
                 "frag/",
@@ -821,7 +812,7 @@ async fn client_watch_fragment() {
             )
             .await
             .expect("watch");
-        assert_created(s, &next(s, &mut fragmented).await, 0);
+        assert_created(s, &next_watch_response(s, &mut fragmented, WAIT).await, 0);
 
         let r = c
             .delete(

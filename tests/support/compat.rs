@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use etcd_client::{Client, Error};
+use etcd_client::{Client, Error, WatchResponse, WatchStream};
 
 use super::cluster::{Cluster, Server};
 
@@ -59,6 +59,20 @@ pub async fn connect(cluster: &Cluster) -> Client {
     Client::connect(cluster.client_urls(), Some(options))
         .await
         .expect("connect etcd-client")
+}
+
+/// The next message on a watch stream, failing the test after `timeout`.
+pub async fn next_watch_response(
+    s: Server,
+    stream: &mut WatchStream,
+    timeout: Duration,
+) -> WatchResponse {
+    match tokio::time::timeout(timeout, stream.message()).await {
+        Ok(Ok(Some(r))) => r,
+        Ok(Ok(None)) => panic!("[{s:?}] the watch stream ended"),
+        Ok(Err(e)) => panic!("[{s:?}] watch stream error: {e:?}"),
+        Err(_) => panic!("[{s:?}] no watch response within {timeout:?}"),
+    }
 }
 
 /// The gRPC status inside a client error.
