@@ -99,7 +99,7 @@ impl Lessor {
     }
 
     fn ttl_ticks(&self, ttl: i64) -> u64 {
-        (ttl.max(0) as u64).saturating_mul(self.ticks_per_sec)
+        ticks(ttl, self.ticks_per_sec)
     }
 
     /// Whether lease `id` exists.
@@ -155,7 +155,7 @@ impl Lessor {
         let per_sec = self.ticks_per_sec;
         let lease = self.leases.get_mut(&id)?;
         lease.renewed_at = index;
-        lease.deadline = now + (lease.ttl.max(0) as u64).saturating_mul(per_sec);
+        lease.deadline = now + ticks(lease.ttl, per_sec);
         lease.expiring = None;
         Some(lease.ttl)
     }
@@ -223,7 +223,7 @@ impl Lessor {
                 if crate::planted::active(crate::planted::Bug::LeaseExpiresOnLeaderChange) {
                     now
                 } else {
-                    now + extend + (lease.ttl.max(0) as u64).saturating_mul(per_sec)
+                    now + extend + ticks(lease.ttl, per_sec)
                 };
             lease.expiring = None;
         }
@@ -285,6 +285,11 @@ impl Lessor {
             }
         }
     }
+}
+
+/// `ttl` seconds in ticks of a clock with `per_sec` ticks a second.
+fn ticks(ttl: i64, per_sec: u64) -> u64 {
+    (ttl.max(0) as u64).saturating_mul(per_sec)
 }
 
 /// Lease records out of a snapshot's lease section (none if it has none).

@@ -27,13 +27,10 @@ impl Store {
         from: i64,
         max: usize,
     ) -> (Vec<Event>, i64) {
-        let mut found: Vec<(super::Revision, Event)> = Vec::new();
         let Some(bounds) = key_bounds(key, range_end) else {
-            return (
-                found.into_iter().map(|(_, e)| e).collect(),
-                self.current + 1,
-            );
+            return (Vec::new(), self.current + 1);
         };
+        let mut found: Vec<(super::Revision, Event)> = Vec::new();
         for (k, history) in self.keys.range::<[u8], _>(bounds) {
             let first = history.partition_point(|v| v.rev.main < from);
             for i in first..history.len() {

@@ -204,9 +204,8 @@ async fn stream(
     id: u64,
     events: &mpsc::Sender<PeerEvent>,
     reset: &Notify,
-    boot: u64,
+    mut boot: u64,
 ) -> Option<&'static str> {
-    let mut boot = boot;
     let (tx, mut out_rx) = mpsc::channel::<PeerMessage>(64);
     let outgoing = futures::stream::poll_fn(move |cx| out_rx.poll_recv(cx));
     let call = tokio::spawn(async move { client.stream(outgoing).await });
