@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions, GetOptions};
 use support::cluster::{files_under, Cluster, Server};
+use support::compat::find_leader;
 use tokio::task::block_in_place;
 
 /// How long an election after a leader crash may take before writes resume.
@@ -50,31 +51,6 @@ async fn connect_with_timeout(url: &str, timeout: Duration) -> Client {
     Client::connect([url], Some(options))
         .await
         .expect("connect etcd-client")
-}
-
-/// Polls every running node's Maintenance.Status until one of them is a
-/// running node that reports itself as leader; returns its index.
-async fn find_leader(cluster: &Cluster, timeout: Duration) -> usize {
-    let deadline = Instant::now() + timeout;
-    loop {
-        for (i, node) in cluster.nodes.iter().enumerate() {
-            if !node.is_running() {
-                continue;
-            }
-            let mut c = connect(&node.client_url()).await;
-            if let Ok(st) = c.status().await {
-                let me = st.header().map(|h| h.member_id()).unwrap_or(0);
-                if me != 0 && st.leader() == me {
-                    return i;
-                }
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no running node reported itself leader within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Puts unique keys `w<id>-<seq>` until `stop`, recording each acknowledged

@@ -22,7 +22,7 @@ use etcd_client::{
 };
 use support::cluster::{Cluster, Server};
 use support::compat::{
-    expect, expect_error, grpc_status, json, next_watch_response, on_each_server,
+    expect, expect_error, find_leader, grpc_status, json, next_watch_response, on_each_server,
     on_each_server_client, rev, revision,
 };
 use support::streaming::Streaming;
@@ -754,31 +754,6 @@ async fn connect_node(cluster: &Cluster, i: usize) -> Client {
     Client::connect([cluster.node(i).client_url()], Some(options))
         .await
         .expect("connect etcd-client")
-}
-
-/// The index of the running node that reports itself leader.
-async fn find_leader(cluster: &Cluster, timeout: Duration) -> usize {
-    let deadline = Instant::now() + timeout;
-    loop {
-        for (i, node) in cluster.nodes.iter().enumerate() {
-            if !node.is_running() {
-                continue;
-            }
-            let mut c = connect_node(cluster, i).await;
-            if let Ok(st) = c.status().await {
-                let me = st.header().map(|h| h.member_id()).unwrap_or(0);
-                if me != 0 && st.leader() == me {
-                    return i;
-                }
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "[{:?}] no leader within {timeout:?}",
-            cluster.server
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -75,6 +75,38 @@ pub async fn next_watch_response(
     }
 }
 
+/// Polls every running node's Maintenance.Status until one of them reports
+/// itself leader; returns its index. Each probe gives up after 3 s, so a
+/// member that hangs does not hold the search up.
+pub async fn find_leader(cluster: &Cluster, timeout: Duration) -> usize {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            if !node.is_running() {
+                continue;
+            }
+            let options = etcd_client::ConnectOptions::new()
+                .with_connect_timeout(Duration::from_secs(1))
+                .with_timeout(Duration::from_secs(3));
+            let mut c = Client::connect([node.client_url()], Some(options))
+                .await
+                .expect("connect etcd-client");
+            if let Ok(st) = c.status().await {
+                let me = st.header().map(|h| h.member_id()).unwrap_or(0);
+                if me != 0 && st.leader() == me {
+                    return i;
+                }
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "[{:?}] no running node reported itself leader within {timeout:?}",
+            cluster.server
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The gRPC status inside a client error.
 #[track_caller]
 pub fn grpc_status(server: Server, e: Error) -> tonic::Status {
