@@ -133,16 +133,6 @@ pub const FLAGS: &[Flag] = &[
         true,
         "cairn always runs raft with pre-vote and check-quorum",
     ),
-    warn(
-        "auto-compaction-mode",
-        false,
-        "auto-compaction is not implemented yet: compact with `etcdctl compact`",
-    ),
-    warn(
-        "auto-compaction-retention",
-        false,
-        "auto-compaction is not implemented yet: compact with `etcdctl compact`",
-    ),
     warn("enable-v2", true, V2),
     warn("v2-deprecation", false, V2),
     warn("experimental-enable-v2v3", false, V2),

@@ -148,6 +148,12 @@ struct ServeArgs {
     /// etcd 3.5's name for --snapshot-catchup-entries.
     #[arg(long, env = "ETCD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES")]
     experimental_snapshot_catchup_entries: Option<u64>,
+    /// Auto-compaction: `periodic` (keep a duration of history) or `revision` (keep a number of revisions).
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic")]
+    auto_compaction_mode: String,
+    /// History to keep: for periodic a duration (`1h`, `30m`; a bare number is hours), for revision a count; 0 is off.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    auto_compaction_retention: String,
     /// Log level: debug, info, warn, error, panic or fatal (RUST_LOG, when set, wins).
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info", value_parser = ["debug", "info", "warn", "error", "dpanic", "panic", "fatal"], ignore_case = true)]
     log_level: String,
@@ -202,6 +208,10 @@ impl ServeArgs {
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
+            auto_compaction: cairn::server::compactor::parse(
+                &self.auto_compaction_mode,
+                &self.auto_compaction_retention,
+            )?,
             tick_interval: Duration::from_millis(self.heartbeat_interval),
             faults: Default::default(),
         })

@@ -184,3 +184,43 @@ fn version_prints_etcds_format() {
         );
     }
 }
+
+/// Periodic auto-compaction with a 2 s retention: after a few seconds of
+/// writes the first revision is compacted, and a revision written half a
+/// second ago is not (etcd keeps at least the retention).
+#[test]
+fn periodic_auto_compaction_compacts_old_revisions_only() {
+    let flags = [
+        "--auto-compaction-mode=periodic",
+        "--auto-compaction-retention=2s",
+    ];
+    for server in Server::reference_and_cairn() {
+        let cluster = Cluster::start(server, 1, &flags);
+        let first = revision_of(&cluster.ctl(0, &["put", "k", "0", "-w", "json"]));
+        let mut last = first;
+        for i in 1..=50 {
+            last = revision_of(&cluster.ctl(0, &["put", "k", &i.to_string(), "-w", "json"]));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let old = cluster.ctl(0, &["get", "k", &format!("--rev={first}")]);
+        assert!(
+            old.error_line()
+                .contains("required revision has been compacted"),
+            "[{server:?}] revision {first} was not compacted: {old:?}"
+        );
+        let recent = last - 5;
+        let got = cluster.ctl(
+            0,
+            &["get", "k", &format!("--rev={recent}"), "--print-value-only"],
+        );
+        assert!(
+            got.success(),
+            "[{server:?}] recent revision {recent} compacted: {got:?}"
+        );
+    }
+}
+
+fn revision_of(out: &support::cluster::CtlOut) -> i64 {
+    let v: serde_json::Value = serde_json::from_str(out.ok()).expect("etcdctl json");
+    v["header"]["revision"].as_i64().expect("revision")
+}

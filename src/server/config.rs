@@ -43,6 +43,8 @@ pub struct ServerConfig {
     /// `--experimental-watch-progress-notify-interval`: how often idle
     /// watchers that asked for progress notifications get one.
     pub watch_progress_notify_interval: Duration,
+    /// `--auto-compaction-mode` / `--auto-compaction-retention`; `None`: off.
+    pub auto_compaction: Option<super::compactor::AutoCompaction>,
     /// Wall time per raft tick: `heartbeat_interval` unless a simulation
     /// skews a member's clock.
     pub tick_interval: Duration,

@@ -18,6 +18,7 @@
 // Driver code: it reads the clock to seed request IDs and election timeouts.
 #![allow(clippy::disallowed_methods)]
 
+pub mod compactor;
 pub mod config;
 #[cfg(not(madsim))]
 pub mod h2shim;
@@ -271,6 +272,12 @@ pub async fn serve_on<D: Disk + 'static>(
     // The loop stops when told to, not when the last client server is gone:
     // a stopping leader still has its hand-over to run.
     let commands_open = handle.commands.clone();
+    // Background tasks that never finish on their own: aborted at the end.
+    let background: Vec<_> = cfg
+        .auto_compaction
+        .map(|mode| tokio::spawn(compactor::run(mode, handle.commands.clone())))
+        .into_iter()
+        .collect();
     drop(handle);
 
     let (loop_stop_tx, loop_stop_rx) = watch::channel(false);
@@ -296,7 +303,7 @@ pub async fn serve_on<D: Disk + 'static>(
     };
     drop(commands_open);
     let _ = peer_stop_tx.send(true);
-    for s in servers.into_iter().chain(peer_servers) {
+    for s in servers.into_iter().chain(peer_servers).chain(background) {
         s.abort();
     }
     result
