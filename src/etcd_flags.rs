@@ -259,11 +259,6 @@ pub const FLAGS: &[Flag] = &[
         true,
         "cairn always fsyncs (it stays durable)",
     ),
-    refuse(
-        "config-file",
-        false,
-        "the YAML configuration file is not read yet: give the flags or ETCD_* variables",
-    ),
     // etcd 3.4 flags that 3.5 removed.
     warn("debug", true, "use --log-level=debug"),
     warn(

@@ -11,6 +11,7 @@
 
 #[cfg(not(madsim))]
 mod bench;
+mod config_file;
 mod etcd_flags;
 
 use cairn::disk::FsDisk;
@@ -154,6 +155,9 @@ struct ServeArgs {
     /// History to keep: for periodic a duration (`1h`, `30m`; a bare number is hours), for revision a count; 0 is off.
     #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
     auto_compaction_retention: String,
+    /// Path to the server configuration file (etcd's YAML). If a file is given, every other flag and ETCD_* variable is ignored.
+    #[arg(long, env = "ETCD_CONFIG_FILE")]
+    config_file: Option<PathBuf>,
     /// Log level: debug, info, warn, error, panic or fatal (RUST_LOG, when set, wins).
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info", value_parser = ["debug", "info", "warn", "error", "dpanic", "panic", "fatal"], ignore_case = true)]
     log_level: String,
@@ -264,14 +268,56 @@ fn shadowed_env(cmd: &clap::Command, matches: &clap::ArgMatches) -> Vec<String> 
         .collect()
 }
 
+/// Parses `--config-file`'s YAML as the whole configuration, as etcd does:
+/// the other flags and the environment are ignored. Returns the parse and
+/// what to log about it.
+fn from_config_file(
+    cmd: &clap::Command,
+    path: &Path,
+) -> Result<(Cli, clap::ArgMatches, Vec<String>), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let is_flag =
+        |f: &str| f != "config-file" && cmd.get_arguments().any(|a| a.get_long() == Some(f));
+    let (args, mut notes) = config_file::to_args(&text, is_flag)?;
+    let matches = cmd
+        .clone()
+        .mut_args(|a| a.env(None))
+        .try_get_matches_from(std::iter::once("cairn".to_string()).chain(args))
+        .map_err(|e| e.render().to_string())?;
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| e.render().to_string())?;
+    notes.push(format!(
+        "loaded server configuration from {}; other command line flags and environment variables are ignored",
+        path.display()
+    ));
+    Ok((cli, matches, notes))
+}
+
 fn main() -> ExitCode {
     alias_cairn_env();
     let cmd = etcd_flags::extend(Cli::command());
-    let matches = cmd.clone().get_matches();
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let mut matches = cmd.clone().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if cli.version {
         print_version();
         return ExitCode::SUCCESS;
+    }
+    let mut notes = Vec::new();
+    let file = match &cli.command {
+        Some(Command::Serve(args)) => args.config_file.clone(),
+        None => cli.serve.config_file.clone(),
+        _ => None,
+    };
+    if let Some(path) = file {
+        match from_config_file(&cmd, &path) {
+            Ok((c, m, mut n)) => {
+                (cli, matches) = (c, m);
+                notes.append(&mut n);
+            }
+            Err(e) => {
+                eprintln!("cairn: --config-file {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
     }
     // The flags cairn accepts without acting on them, checked where they
     // were given: at the top level or after `serve`.
@@ -290,6 +336,7 @@ fn main() -> ExitCode {
         }
     };
     warnings.extend(shadowed_env(&serve_cmd, &serve_matches));
+    warnings.extend(notes);
     match cli.command {
         Some(Command::Version) => {
             print_version();

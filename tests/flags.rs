@@ -224,3 +224,89 @@ fn revision_of(out: &support::cluster::CtlOut) -> i64 {
     let v: serde_json::Value = serde_json::from_str(out.ok()).expect("etcdctl json");
     v["header"]["revision"].as_i64().expect("revision")
 }
+
+/// etcd's YAML configuration file, as its sample writes it (durations in
+/// nanoseconds, lists as YAML lists, the TLS blocks empty): it configures the
+/// member, and the command line's flags and the environment are ignored.
+#[test]
+fn config_file_configures_the_member_and_overrides_flags_and_env() {
+    for server in Server::reference_and_cairn() {
+        let dir = tempfile::tempdir().unwrap();
+        let (client, peer) = (free_port(), free_port());
+        let file = dir.path().join("etcd.conf.yml");
+        std::fs::write(
+            &file,
+            format!(
+                "name: 'from-file'
+data-dir: {data}
+snapshot-count: 10000
+heartbeat-interval: 300
+election-timeout: 3000
+quota-backend-bytes: 0
+listen-peer-urls: http://127.0.0.1:{peer}
+listen-client-urls: http://127.0.0.1:{client}
+max-snapshots: 5
+max-wals: 5
+initial-advertise-peer-urls: http://127.0.0.1:{peer}
+advertise-client-urls: http://127.0.0.1:{client}
+initial-cluster: from-file=http://127.0.0.1:{peer}
+initial-cluster-token: 'etcd-cluster'
+initial-cluster-state: 'new'
+strict-reconfig-check: false
+grpc-keepalive-timeout: 20000000000
+client-transport-security:
+  cert-file:
+  key-file:
+  client-cert-auth: false
+  trusted-ca-file:
+  auto-tls: false
+peer-transport-security:
+  cert-file:
+  key-file:
+  client-cert-auth: false
+  trusted-ca-file:
+  auto-tls: false
+log-level: info
+logger: zap
+log-outputs: [stderr]
+force-new-cluster: false
+auto-compaction-mode: periodic
+auto-compaction-retention: \"1\"
+",
+                data = dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("log")).unwrap();
+        let mut child = Command::new(server.binary())
+            .arg(format!("--config-file={}", file.display()))
+            .arg("--name=ignored-flag")
+            .env("ETCD_NAME", "ignored-env")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let endpoint = format!("127.0.0.1:{client}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let members = loop {
+            let out = support::cluster::etcdctl(&endpoint, &["member", "list"]);
+            if out.success() {
+                break out.stdout;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "[{server:?}] not serving:\n{}",
+                std::fs::read_to_string(dir.path().join("log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let lease = support::cluster::etcdctl(&endpoint, &["lease", "grant", "1"]);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(members.contains(", from-file, "), "[{server:?}] {members}");
+        assert!(
+            lease.ok().contains("TTL(5s)"),
+            "[{server:?}] the file's 3 s election timeout: {lease:?}"
+        );
+    }
+}
