@@ -1,0 +1,162 @@
+//! The etcd semantics Kubernetes relies on (issue #18), each script run
+//! against a real etcd 3.4 first (its answers are the expectations) and then
+//! cairn: `hasleader` (clientv3's `WithRequireLeader`, which kube-apiserver
+//! puts on every watch), periodic progress notifications, compaction as
+//! kube-apiserver runs it, paged lists, leases shared by many objects, and an
+//! informer over a workload while members are killed.
+//!
+//! docs/kubernetes.md says what each test stands for.
+// The tests spawn server processes and etcdctl, and read clocks for their
+// deadlines: all things the crate's clippy.toml keeps out of the sans-IO core.
+#![allow(clippy::disallowed_methods)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, ConnectOptions, EventType, WatchOptions, WatchStream};
+use support::cluster::{Cluster, Server};
+use support::compat::{find_leader, grpc_status, next_watch_response, revision};
+use support::streaming::Streaming;
+use tokio::task::block_in_place;
+
+/// How long any single expected message may take to arrive.
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A client of node `i` alone; `require_leader` adds etcd's `hasleader`
+/// metadata to every request, as clientv3's `WithRequireLeader` does.
+async fn client_of(c: &Cluster, i: usize, require_leader: bool) -> Client {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(20))
+        .with_require_leader(require_leader);
+    Client::connect([c.node(i).client_url()], Some(options))
+        .await
+        .expect("connect etcd-client")
+}
+
+/// Opens a watch on `key` and waits for its `created` response.
+async fn watch_created(s: Server, client: &mut Client, key: &str) -> WatchStream {
+    let mut stream = client
+        .watch(key, Some(WatchOptions::new().with_prev_key()))
+        .await
+        .unwrap_or_else(|e| panic!("[{s:?}] watch {key}: {e:?}"));
+    let r = next_watch_response(s, &mut stream, WAIT).await;
+    assert!(r.created(), "[{s:?}] first response is `created`: {r:?}");
+    stream
+}
+
+/// The index of a running node that is not the leader.
+async fn a_follower(c: &Cluster) -> usize {
+    let leader = find_leader(c, WAIT).await;
+    (leader + 1) % c.nodes.len()
+}
+
+/// The member a watch runs on loses its leader (the other two are killed).
+/// A stream opened with `hasleader` ends with `etcdserver: no leader` a few
+/// election timeouts later; one opened without it stays open and silent, as
+/// etcd keeps it; unary requests and new watches with `hasleader` fail at
+/// once. With a quorum back, the same client works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hasleader_ends_watches_and_fails_requests_without_a_leader() {
+    for server in Server::reference_and_cairn() {
+        eprintln!("== running against {server:?}");
+        let mut c = block_in_place(|| Cluster::start(server, 3, &[]));
+        let me = a_follower(&c).await;
+        let mut leader_client = client_of(&c, me, true).await;
+        let mut plain_client = client_of(&c, me, false).await;
+        let mut with = watch_created(server, &mut leader_client, "k").await;
+        let mut without = watch_created(server, &mut plain_client, "k").await;
+        leader_client.put("k", "1", None).await.expect("put");
+        for stream in [&mut with, &mut without] {
+            let r = next_watch_response(server, stream, WAIT).await;
+            assert_eq!(r.events().len(), 1, "[{server:?}] {r:?}");
+        }
+
+        let others: Vec<usize> = (0..3).filter(|&i| i != me).collect();
+        block_in_place(|| others.iter().for_each(|&i| c.kill(i)));
+        let lost = Instant::now();
+        let err = match tokio::time::timeout(Duration::from_secs(30), with.message()).await {
+            Ok(Err(e)) => grpc_status(server, e),
+            other => panic!("[{server:?}] the hasleader watch did not end: {other:?}"),
+        };
+        let took = lost.elapsed();
+        eprintln!("[{server:?}] hasleader watch ended {took:?} after the quorum was lost");
+        assert_eq!(err.code(), tonic::Code::Unavailable, "[{server:?}] {err:?}");
+        assert_eq!(err.message(), "etcdserver: no leader", "[{server:?}]");
+        // Not before the member could have noticed: an election timeout
+        // (1 s) at least.
+        assert!(took >= Duration::from_secs(1), "[{server:?}] {took:?}");
+
+        // The watch without hasleader is still open: no error, no event.
+        match tokio::time::timeout(Duration::from_secs(2), without.message()).await {
+            Err(_) => {}
+            Ok(other) => panic!("[{server:?}] plain watch should stay open: {other:?}"),
+        }
+
+        // Unary requests and new watches with hasleader fail at once.
+        let asked = Instant::now();
+        let err = grpc_status(server, leader_client.get("k", None).await.unwrap_err());
+        assert_eq!(
+            (err.code(), err.message()),
+            (tonic::Code::Unavailable, "etcdserver: no leader"),
+            "[{server:?}] {err:?}"
+        );
+        assert!(
+            asked.elapsed() < Duration::from_secs(3),
+            "[{server:?}] a hasleader read should fail at once, took {:?}",
+            asked.elapsed()
+        );
+        let err = match leader_client.watch("k", None).await {
+            Err(e) => grpc_status(server, e),
+            Ok(mut s) => panic!(
+                "[{server:?}] a new hasleader watch was accepted: {:?}",
+                s.message().await
+            ),
+        };
+        assert_eq!(
+            (err.code(), err.message()),
+            (tonic::Code::Unavailable, "etcdserver: no leader"),
+            "[{server:?}] {err:?}"
+        );
+
+        // A quorum again: the same client's requests and watches work.
+        block_in_place(|| {
+            others.iter().for_each(|&i| c.spawn_again(i));
+            others.iter().for_each(|&i| c.wait_ready(i, WAIT * 2));
+        });
+        let mut again = watch_created(server, &mut leader_client, "k").await;
+        leader_client.put("k", "2", None).await.expect("put");
+        let r = next_watch_response(server, &mut again, WAIT).await;
+        assert_eq!(r.events()[0].event_type(), EventType::Put, "[{server:?}]");
+    }
+}
+
+/// The issue's reproduction with etcdctl, which opens its watches with
+/// `WithRequireLeader`: `etcdctl watch` on one member, the other two killed.
+/// It reports the cancellation and exits instead of waiting for ever.
+#[test]
+fn etcdctl_watch_exits_when_its_member_loses_the_leader() {
+    for server in Server::reference_and_cairn() {
+        eprintln!("== running against {server:?}");
+        let mut c = Cluster::start(server, 3, &[]);
+        // From the next revision, so the put below is seen however late the
+        // watch is created; seeing it means the watch is open before the kills.
+        let from = format!("--rev={}", revision(&c) + 1);
+        let mut w = Streaming::etcdctl(&c.endpoint(0), &["watch", "k", &from]);
+        let out = c.ctl(0, &["put", "k", "v"]);
+        assert!(out.success(), "[{server:?}] {out:?}");
+        let seen = w.wait_stdout("the put", WAIT, |o| o.contains("PUT\nk\nv\n"));
+        assert_eq!(seen, "PUT\nk\nv\n", "[{server:?}]");
+        c.kill(1);
+        c.kill(2);
+        let out = w.finish(Duration::from_secs(30));
+        assert_eq!(out.code, Some(5), "[{server:?}] {out:#?}");
+        assert_eq!(
+            out.stderr,
+            "watch was canceled (etcdserver: no leader)\n\
+             Error: watch is canceled by the server\n",
+            "[{server:?}] {out:#?}"
+        );
+    }
+}
