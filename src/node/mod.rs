@@ -561,6 +561,34 @@ impl Node {
         }
     }
 
+    /// Starts handing leadership to the voter whose log is longest, as
+    /// etcd's graceful stop does, so the cluster does not wait an election
+    /// timeout for a new leader. Returns the transferee, or `None` when this
+    /// member is not the leader or no other voter was heard from lately
+    /// (etcd skips the transfer when no peer is connected).
+    pub fn transfer_leadership(&mut self) -> Option<u64> {
+        let raft = &self.raw.raft;
+        if raft.state != StateRole::Leader {
+            return None;
+        }
+        let voters = raft.prs().conf().voters().ids();
+        let target = raft
+            .prs()
+            .iter()
+            // A peer not heard from this election timeout may be down:
+            // handing over to it would leave the cluster leaderless.
+            .filter(|(id, pr)| **id != self.cfg.id && voters.contains(**id) && pr.recent_active)
+            .max_by_key(|(id, pr)| (pr.matched, std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id)?;
+        self.raw.transfer_leader(target);
+        Some(target)
+    }
+
+    /// The configured election timeout, in ticks.
+    pub fn election_tick(&self) -> usize {
+        self.cfg.election_tick
+    }
+
     /// This member's ID.
     pub fn id(&self) -> u64 {
         self.cfg.id

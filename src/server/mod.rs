@@ -9,8 +9,12 @@
 //! code runs on madsim's simulated runtime and network; [`serve_on`] takes
 //! the disks so the simulator can hand in `MemDisk`s that outlive a crash.
 //!
-//! Shutdown order: stop accepting client requests and let those in flight
-//! finish, stop the event loop (which syncs the WAL), return.
+//! Shutdown order: stop accepting client requests and give those in flight
+//! up to [`CLIENT_DRAIN`] to finish (then close what is still open: watch
+//! streams never finish on their own); stop the event loop, which first
+//! hands leadership to a peer if this member leads (at most an election
+//! timeout) and then syncs the WAL; close the peer servers last, since the
+//! hand-over needs them; return.
 // Driver code: it reads the clock to seed request IDs and election timeouts.
 #![allow(clippy::disallowed_methods)]
 
@@ -204,7 +208,10 @@ pub async fn serve_on<D: Disk + 'static>(
         watch_streams: BTreeMap::new(),
     };
 
+    // Clients and peers stop separately: the peers must keep running while
+    // a stopping leader hands over, after the clients are gone.
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (peer_stop_tx, peer_stop_rx) = watch::channel(false);
     let handle = Handle {
         commands: cmd_tx,
         max_request_bytes: cfg.max_request_bytes,
@@ -214,7 +221,7 @@ pub async fn serve_on<D: Disk + 'static>(
         members: Arc::new(members),
         next_watch_stream: Arc::new(AtomicU64::new(1)),
     };
-    let mut servers = Vec::new();
+    let (mut servers, mut peer_servers) = (Vec::new(), Vec::new());
     // A server that stops before shutdown (it could not bind) stops the member.
     let (failed_tx, mut failed_rx) = mpsc::channel::<ServeError>(8);
     for addr in cfg.listen_peer.iter().copied() {
@@ -224,9 +231,9 @@ pub async fn serve_on<D: Disk + 'static>(
             boots: Default::default(),
         })
         .max_decoding_message_size(usize::MAX);
-        let mut stop = stop_rx.clone();
+        let mut stop = peer_stop_rx.clone();
         let failed = failed_tx.clone();
-        servers.push(tokio::spawn(async move {
+        peer_servers.push(tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
                 .add_service(svc)
                 .serve_with_shutdown(addr, async move {
@@ -260,6 +267,9 @@ pub async fn serve_on<D: Disk + 'static>(
         }));
         tracing::info!(%addr, "serving clients");
     }
+    // The loop stops when told to, not when the last client server is gone:
+    // a stopping leader still has its hand-over to run.
+    let commands_open = handle.commands.clone();
     drop(handle);
 
     let (loop_stop_tx, loop_stop_rx) = watch::channel(false);
@@ -268,9 +278,7 @@ pub async fn serve_on<D: Disk + 'static>(
         () = shutdown => {
             tracing::info!("shutting down: draining client requests");
             let _ = stop_tx.send(true);
-            for s in servers.drain(..) {
-                let _ = s.await;
-            }
+            drain(&mut servers, CLIENT_DRAIN).await;
             let _ = loop_stop_tx.send(true);
             (&mut loop_task).await.unwrap_or(Ok(())).map_err(ServeError::from)
         }
@@ -285,10 +293,30 @@ pub async fn serve_on<D: Disk + 'static>(
             Err(err)
         }
     };
-    for s in servers {
+    drop(commands_open);
+    let _ = peer_stop_tx.send(true);
+    for s in servers.into_iter().chain(peer_servers) {
         s.abort();
     }
     result
+}
+
+/// How long a stopping member waits for client requests in flight (and for
+/// clients to close their connections) before it closes them itself: long
+/// enough for a unary request to finish; a watch stream would hold it for
+/// ever.
+const CLIENT_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Waits up to `grace` for the servers to finish draining, then aborts the
+/// ones still running.
+async fn drain(servers: &mut Vec<tokio::task::JoinHandle<()>>, grace: std::time::Duration) {
+    let all = futures::future::join_all(servers.iter_mut());
+    if tokio::time::timeout(grace, all).await.is_err() {
+        tracing::info!("closing client connections still open");
+    }
+    for s in servers.drain(..) {
+        s.abort();
+    }
 }
 
 /// The layer stack of the client server on the real runtime.

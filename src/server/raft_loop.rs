@@ -115,7 +115,10 @@ pub struct RaftLoop<D: Disk> {
 
 impl<D: Disk> RaftLoop<D> {
     /// Runs until `shutdown` fires or the command channel closes; then syncs
-    /// the WAL. Returns a storage error if one stopped the node.
+    /// the WAL. A leader asked to stop first hands leadership to the voter
+    /// with the longest log and runs on until it has (at most an election
+    /// timeout), as etcd's graceful stop does. Returns a storage error if
+    /// one stopped the node.
     pub async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
@@ -124,6 +127,9 @@ impl<D: Disk> RaftLoop<D> {
     ) -> crate::Result<()> {
         let mut ticker = tokio::time::interval(self.tick_interval);
         let mut ticks: u64 = 0;
+        // Set once shutdown was asked for while this member led: the tick by
+        // which leadership must have moved, or the loop stops anyway.
+        let mut handing_over: Option<u64> = None;
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
@@ -171,11 +177,25 @@ impl<D: Disk> RaftLoop<D> {
                         }
                     }
                 }
-                _ = shutdown.changed() => break,
+                _ = shutdown.changed(), if handing_over.is_none() => {
+                    let Some(to) = self.node.transfer_leadership() else { break };
+                    tracing::info!(transferee = format_args!("{to:x}"), "leader stopping: transferring leadership");
+                    handing_over = Some(ticks + self.node.election_tick() as u64);
+                }
             }
             self.publish();
             self.process().await?;
             self.feed_watchers();
+            if let Some(deadline) = handing_over {
+                let status = self.node.status();
+                if !status.is_leader || ticks >= deadline {
+                    tracing::info!(
+                        leader = format_args!("{:x}", status.leader),
+                        "stopping the event loop"
+                    );
+                    break;
+                }
+            }
         }
         self.wal.sync()?;
         Ok(())
