@@ -382,7 +382,6 @@ impl Watch for WatchService {
         &self,
         req: tonic::Request<tonic::Streaming<WatchRequest>>,
     ) -> Result<tonic::Response<Self::WatchStream>, Status> {
-        self.0.check_leader(req.metadata()).await?;
         // etcd refuses a new stream at once when it asks for a leader and
         // there is none; one that gets a leader is ended when it is lost.
         self.0.check_leader(req.metadata()).await?;
