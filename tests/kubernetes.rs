@@ -160,3 +160,62 @@ fn etcdctl_watch_exits_when_its_member_loses_the_leader() {
         );
     }
 }
+
+/// Objects kube-apiserver writes with a TTL (events) share one lease, granted
+/// once and never kept alive. When it expires, all of them are deleted at one
+/// revision, and a watcher of their prefix gets every delete in one response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_lease_for_many_objects_expires_them_at_one_revision() {
+    const OBJECTS: usize = 1000;
+    for server in Server::reference_and_cairn() {
+        eprintln!("== running against {server:?}");
+        let c = block_in_place(|| Cluster::start(server, 1, &[]));
+        let mut client = client_of(&c, 0, false).await;
+        // Long enough to write every object before it expires.
+        let lease = client.lease_grant(15, None).await.expect("grant").id();
+        for i in 0..OBJECTS {
+            let opts = etcd_client::PutOptions::new().with_lease(lease);
+            client
+                .put(format!("/registry/events/e{i:04}"), "x", Some(opts))
+                .await
+                .unwrap_or_else(|e| panic!("[{server:?}] put {i}: {e:?}"));
+        }
+        let opts = WatchOptions::new().with_prefix().with_prev_key();
+        let mut stream = client
+            .watch("/registry/events/", Some(opts))
+            .await
+            .expect("watch");
+        assert!(next_watch_response(server, &mut stream, WAIT)
+            .await
+            .created());
+        let r = next_watch_response(server, &mut stream, Duration::from_secs(40)).await;
+        let events = r.events();
+        assert_eq!(
+            events.len(),
+            OBJECTS,
+            "[{server:?}] every delete in one response"
+        );
+        let revs: std::collections::BTreeSet<i64> = events
+            .iter()
+            .map(|e| e.kv().expect("kv").mod_revision())
+            .collect();
+        assert_eq!(revs.len(), 1, "[{server:?}] one revision: {revs:?}");
+        assert!(
+            events.iter().all(|e| e.event_type() == EventType::Delete
+                && e.prev_kv().is_some_and(|kv| kv.lease() == lease)),
+            "[{server:?}] deletes of the lease's keys"
+        );
+        let left = client
+            .get(
+                "/registry/events/",
+                Some(
+                    etcd_client::GetOptions::new()
+                        .with_prefix()
+                        .with_count_only(),
+                ),
+            )
+            .await
+            .expect("count");
+        assert_eq!(left.count(), 0, "[{server:?}]");
+    }
+}
