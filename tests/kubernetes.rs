@@ -219,3 +219,154 @@ async fn one_lease_for_many_objects_expires_them_at_one_revision() {
         assert_eq!(left.count(), 0, "[{server:?}]");
     }
 }
+
+/// Compaction as kube-apiserver runs it (a compare-and-swap on
+/// `compact_rev_key`, then `Compact(physical)`), a watch from before it
+/// canceled with `compact_revision`, and the informer's relist: pages at the
+/// list's revision, continued from the last key + `\0`, with `more` and
+/// `count` exact, then a watch from the list's
+/// revision + 1 that sees every later event exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_and_relist_as_kube_apiserver_does_them() {
+    use etcd_client::{CompactionOptions, Compare, CompareOp, GetOptions, Txn, TxnOp};
+    const PODS: usize = 10;
+    for server in Server::reference_and_cairn() {
+        eprintln!("== running against {server:?}");
+        let c = block_in_place(|| Cluster::start(server, 1, &[]));
+        let mut client = client_of(&c, 0, true).await;
+        for i in 0..PODS {
+            client
+                .put(format!("/registry/pods/p{i:02}"), "v1", None)
+                .await
+                .expect("put");
+        }
+        // Two API servers race to compact; the compare-and-swap picks one.
+        let cas = |version: i64| {
+            Txn::new()
+                .when([Compare::version(
+                    "compact_rev_key",
+                    CompareOp::Equal,
+                    version,
+                )])
+                .and_then([TxnOp::put("compact_rev_key", "x", None)])
+        };
+        let won = client.txn(cas(0)).await.expect("txn");
+        assert!(won.succeeded(), "[{server:?}]");
+        let lost = client.txn(cas(0)).await.expect("txn");
+        assert!(!lost.succeeded(), "[{server:?}]");
+        let rev = won.header().expect("header").revision();
+        let opts = CompactionOptions::new().with_physical();
+        client.compact(rev, Some(opts)).await.expect("compact");
+
+        // An informer whose watch restarts from before the compaction (its
+        // old resource version) is told the compaction revision, and relists.
+        // (A watch that had already caught up before the compaction is not
+        // canceled, on etcd either; one still catching up races etcd's
+        // 100 ms sync loop, so this test does not make one.)
+        let opts = WatchOptions::new().with_start_revision(2);
+        let mut old = client
+            .watch("/registry/pods/p00", Some(opts))
+            .await
+            .expect("watch");
+        let canceled = loop {
+            let r = next_watch_response(server, &mut old, WAIT).await;
+            if r.canceled() {
+                break r;
+            }
+        };
+        assert_eq!(canceled.compact_revision(), rev, "[{server:?}]");
+
+        // The relist: pages of 3 at one revision.
+        let end = "/registry/pods0";
+        let (mut key, mut list_rev, mut listed) = ("/registry/pods/".to_string(), 0, Vec::new());
+        loop {
+            let mut opts = GetOptions::new().with_range(end).with_limit(3);
+            if list_rev != 0 {
+                opts = opts.with_revision(list_rev);
+            }
+            let page = client.get(key.as_str(), Some(opts)).await.expect("page");
+            if list_rev == 0 {
+                list_rev = page.header().expect("header").revision();
+                // A write between pages must not show in the list.
+                client
+                    .put("/registry/pods/p05", "v2", None)
+                    .await
+                    .expect("put");
+            }
+            assert_eq!(
+                page.count() as usize,
+                PODS - listed.len(),
+                "[{server:?}] count"
+            );
+            listed.extend(
+                page.kvs()
+                    .iter()
+                    .map(|kv| kv.key_str().unwrap().to_string()),
+            );
+            assert_eq!(page.more(), listed.len() < PODS, "[{server:?}] more");
+            if !page.more() {
+                break;
+            }
+            key = format!("{}\0", listed.last().unwrap());
+        }
+        let want: Vec<String> = (0..PODS)
+            .map(|i| format!("/registry/pods/p{i:02}"))
+            .collect();
+        assert_eq!(listed, want, "[{server:?}]");
+
+        // The watch from the list's revision + 1 sees each later write once.
+        client
+            .delete("/registry/pods/p03", None)
+            .await
+            .expect("delete");
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_prev_key()
+            .with_progress_notify()
+            .with_start_revision(list_rev + 1);
+        let mut w = client
+            .watch("/registry/pods/", Some(opts))
+            .await
+            .expect("watch");
+        assert!(next_watch_response(server, &mut w, WAIT).await.created());
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            let r = next_watch_response(server, &mut w, WAIT).await;
+            seen.extend(r.events().iter().map(|e| {
+                let kv = e.kv().expect("kv");
+                (
+                    e.event_type(),
+                    kv.key_str().unwrap().to_string(),
+                    kv.mod_revision(),
+                )
+            }));
+        }
+        let want = vec![
+            (
+                EventType::Put,
+                "/registry/pods/p05".to_string(),
+                list_rev + 1,
+            ),
+            (
+                EventType::Delete,
+                "/registry/pods/p03".to_string(),
+                list_rev + 2,
+            ),
+        ];
+        assert_eq!(seen, want, "[{server:?}]");
+        client
+            .put("/registry/pods/probe", "x", None)
+            .await
+            .expect("put");
+        let r = next_watch_response(server, &mut w, WAIT).await;
+        assert_eq!(
+            r.events().len(),
+            1,
+            "[{server:?}] nothing seen twice: {r:?}"
+        );
+        assert_eq!(
+            r.events()[0].kv().unwrap().key_str().unwrap(),
+            "/registry/pods/probe"
+        );
+    }
+}
