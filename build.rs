@@ -17,8 +17,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/cairnpb/cairn.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
+    git_sha();
     madsim_tonic_build::configure()
         .bytes(["."])
         .compile_protos(&protos, &["proto"])?;
     Ok(())
+}
+
+/// The commit being built, for `cairn --version` (etcd prints its Git SHA):
+/// `CAIRN_GIT_SHA`, or "unknown" outside a git checkout.
+fn git_sha() {
+    let sha = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=CAIRN_GIT_SHA={sha}");
+    // Rebuilt when HEAD moves (a commit or a checkout).
+    if let Ok(dir) = std::process::Command::new("git")
+        .args(["rev-parse", "--git-dir"])
+        .output()
+    {
+        let dir = String::from_utf8_lossy(&dir.stdout).trim().to_string();
+        if !dir.is_empty() {
+            println!("cargo:rerun-if-changed={dir}/HEAD");
+            println!("cargo:rerun-if-changed={dir}/logs/HEAD");
+        }
+    }
 }

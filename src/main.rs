@@ -11,26 +11,32 @@
 
 #[cfg(not(madsim))]
 mod bench;
+mod etcd_flags;
 
 use cairn::disk::FsDisk;
 use cairn::server::config::{
-    parse_initial_cluster, parse_url, split_list, ClusterState, ConfigError, ServerConfig,
+    parse_initial_cluster, parse_url, split_list, validate_raft_timing, ClusterState, ConfigError,
+    ServerConfig,
 };
 use cairn::storage::{recover, SNAP_DIR, WAL_DIR};
 use cairn::wal::WalOptions;
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
     name = "cairn",
-    version,
     about = "A distributed key-value store that speaks the etcd v3 API"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Print the version (etcd's format) and exit.
+    #[arg(long)]
+    version: bool,
     #[command(flatten)]
     serve: ServeArgs,
 }
@@ -46,59 +52,64 @@ enum Command {
     /// reported with its file and offset, and the exit code is 1.
     Check {
         /// Path to the data directory.
-        #[arg(long, env = "CAIRN_DATA_DIR", default_value = "default.cairn")]
+        #[arg(long, env = "ETCD_DATA_DIR", default_value = "default.cairn")]
         data_dir: PathBuf,
     },
+    /// Print the version (etcd's format) and exit.
+    Version,
     /// Load an etcd v3 endpoint (cairn or etcd) and report throughput and latency.
     #[cfg(not(madsim))]
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }
 
-/// etcd's flags, each also read from `CAIRN_<FLAG>`.
+/// The etcd flags cairn implements, each also read from `ETCD_<FLAG>` (or
+/// `CAIRN_<FLAG>`; see [`alias_cairn_env`]); a flag given on the command
+/// line wins over its variable. The etcd flags it accepts without acting on
+/// them are in [`etcd_flags`].
 #[derive(Args, Clone)]
 struct ServeArgs {
     /// Human-readable name for this member.
-    #[arg(long, env = "CAIRN_NAME", default_value = "default")]
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
     name: String,
     /// Path to the data directory [default: <name>.cairn].
-    #[arg(long, env = "CAIRN_DATA_DIR")]
+    #[arg(long, env = "ETCD_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// URLs to listen on for client traffic.
     #[arg(
         long,
-        env = "CAIRN_LISTEN_CLIENT_URLS",
+        env = "ETCD_LISTEN_CLIENT_URLS",
         default_value = "http://127.0.0.1:2379"
     )]
     listen_client_urls: String,
     /// Client URLs to advertise to the rest of the cluster.
     #[arg(
         long,
-        env = "CAIRN_ADVERTISE_CLIENT_URLS",
+        env = "ETCD_ADVERTISE_CLIENT_URLS",
         default_value = "http://127.0.0.1:2379"
     )]
     advertise_client_urls: String,
     /// URLs to listen on for peer (raft) traffic.
     #[arg(
         long,
-        env = "CAIRN_LISTEN_PEER_URLS",
+        env = "ETCD_LISTEN_PEER_URLS",
         default_value = "http://127.0.0.1:2380"
     )]
     listen_peer_urls: String,
     /// This member's peer URLs, as the rest of the cluster reaches it.
     #[arg(
         long,
-        env = "CAIRN_INITIAL_ADVERTISE_PEER_URLS",
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
         default_value = "http://127.0.0.1:2380"
     )]
     initial_advertise_peer_urls: String,
     /// Every member: name=peer-url[,name=peer-url...] [default: <name>=<initial-advertise-peer-urls>].
-    #[arg(long, env = "CAIRN_INITIAL_CLUSTER")]
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
     initial_cluster: Option<String>,
     /// `new` to bootstrap a cluster, `existing` to rejoin one.
     #[arg(
         long,
-        env = "CAIRN_INITIAL_CLUSTER_STATE",
+        env = "ETCD_INITIAL_CLUSTER_STATE",
         value_enum,
         default_value = "new"
     )]
@@ -106,25 +117,54 @@ struct ServeArgs {
     /// Token that keeps member and cluster IDs unique across clusters.
     #[arg(
         long,
-        env = "CAIRN_INITIAL_CLUSTER_TOKEN",
+        env = "ETCD_INITIAL_CLUSTER_TOKEN",
         default_value = "etcd-cluster"
     )]
     initial_cluster_token: String,
     /// Applied entries between snapshots.
-    #[arg(long, env = "CAIRN_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
     snapshot_count: u64,
     /// Entries kept after a snapshot so slow followers can catch up from the log.
-    #[arg(long, env = "CAIRN_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = 5_000)]
+    #[arg(long, env = "ETCD_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = 5_000)]
     snapshot_catchup_entries: u64,
     /// Backend quota in bytes (reported; not enforced yet).
-    #[arg(long, env = "CAIRN_QUOTA_BACKEND_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
+    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
     quota_backend_bytes: u64,
     /// Largest client request accepted, in bytes.
-    #[arg(long, env = "CAIRN_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
     max_request_bytes: usize,
     /// Most operations in one txn branch.
-    #[arg(long, env = "CAIRN_MAX_TXN_OPS", default_value_t = 128)]
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     max_txn_ops: usize,
+    /// Time (in milliseconds) of a heartbeat interval: one raft tick.
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    heartbeat_interval: u64,
+    /// Time (in milliseconds) for an election to timeout: at least 5 heartbeat intervals, at most 50000.
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    election_timeout: u64,
+    /// Duration of periodic watch progress notifications (etcd's default 10m; below 100ms is raised to 100ms).
+    #[arg(long, env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m", value_parser = go_duration)]
+    experimental_watch_progress_notify_interval: Duration,
+    /// etcd 3.5's name for --snapshot-catchup-entries.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES")]
+    experimental_snapshot_catchup_entries: Option<u64>,
+    /// Auto-compaction: `periodic` (keep a duration of history) or `revision` (keep a number of revisions).
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic")]
+    auto_compaction_mode: String,
+    /// History to keep: for periodic a duration (`1h`, `30m`; a bare number is hours), for revision a count; 0 is off.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    auto_compaction_retention: String,
+    /// Log level: debug, info, warn, error, panic or fatal (RUST_LOG, when set, wins).
+    #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info", value_parser = ["debug", "info", "warn", "error", "dpanic", "panic", "fatal"], ignore_case = true)]
+    log_level: String,
+    /// Logger: zap (the only one etcd 3.5 has; cairn logs its own way).
+    #[arg(long, env = "ETCD_LOGGER", default_value = "zap", value_parser = ["zap", "capnslog"])]
+    logger: String,
+}
+
+/// clap's parser for etcd's duration flags.
+fn go_duration(text: &str) -> Result<Duration, String> {
+    cairn::server::config::parse_go_duration(text)
 }
 
 impl ServeArgs {
@@ -145,6 +185,7 @@ impl ServeArgs {
                 .collect::<Vec<_>>()
                 .join(","),
         };
+        validate_raft_timing(self.heartbeat_interval, self.election_timeout)?;
         Ok(ServerConfig {
             name: self.name.clone(),
             data_dir: self
@@ -158,19 +199,102 @@ impl ServeArgs {
             initial_cluster_state: self.initial_cluster_state,
             initial_cluster_token: self.initial_cluster_token.clone(),
             snapshot_count: self.snapshot_count,
-            snapshot_catchup_entries: self.snapshot_catchup_entries,
+            snapshot_catchup_entries: self
+                .experimental_snapshot_catchup_entries
+                .unwrap_or(self.snapshot_catchup_entries),
             quota_backend_bytes: self.quota_backend_bytes,
             max_request_bytes: self.max_request_bytes,
             max_txn_ops: self.max_txn_ops,
-            tick_interval: cairn::server::raft_loop::TICK,
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
+            election_timeout: Duration::from_millis(self.election_timeout),
+            watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
+            auto_compaction: cairn::server::compactor::parse(
+                &self.auto_compaction_mode,
+                &self.auto_compaction_retention,
+            )?,
+            tick_interval: Duration::from_millis(self.heartbeat_interval),
             faults: Default::default(),
         })
     }
 }
 
+/// The etcd API level cairn reports (Maintenance.Status `version`).
+const ETCD_API: &str = cairn::server::services::VERSION;
+
+fn print_version() {
+    println!("cairn Version: {}", env!("CARGO_PKG_VERSION"));
+    println!("Git SHA: {}", env!("CAIRN_GIT_SHA"));
+    println!("etcd API: {ETCD_API}");
+    println!(
+        "OS/Arch: {}/{}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    );
+}
+
+/// `CAIRN_<FLAG>` is read as `ETCD_<FLAG>` where that is not set, so both
+/// names work; etcd's own name wins when both are set.
+fn alias_cairn_env() {
+    let aliases: Vec<(String, std::ffi::OsString)> = std::env::vars_os()
+        .filter_map(|(key, value)| {
+            let rest = key.to_str()?.strip_prefix("CAIRN_")?;
+            let etcd = format!("ETCD_{rest}");
+            std::env::var_os(&etcd).is_none().then_some((etcd, value))
+        })
+        .collect();
+    for (key, value) in aliases {
+        // Single-threaded: nothing else reads the environment yet.
+        std::env::set_var(key, value);
+    }
+}
+
+/// Warnings for flags given both on the command line and in the environment
+/// (the flag wins, as in etcd; etcd refuses to start, cairn says which won).
+fn shadowed_env(cmd: &clap::Command, matches: &clap::ArgMatches) -> Vec<String> {
+    cmd.get_arguments()
+        .filter(|a| matches.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine))
+        .filter_map(|a| a.get_env())
+        .filter(|env| std::env::var_os(env).is_some_and(|v| !v.is_empty()))
+        .map(|env| {
+            format!(
+                "environment variable {} is shadowed by the command-line flag",
+                env.to_string_lossy()
+            )
+        })
+        .collect()
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    alias_cairn_env();
+    let cmd = etcd_flags::extend(Cli::command());
+    let matches = cmd.clone().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if cli.version {
+        print_version();
+        return ExitCode::SUCCESS;
+    }
+    // The flags cairn accepts without acting on them, checked where they
+    // were given: at the top level or after `serve`.
+    let (serve_cmd, serve_matches) = match matches.subcommand() {
+        Some(("serve", m)) => (
+            cmd.find_subcommand("serve").expect("serve").clone(),
+            m.clone(),
+        ),
+        _ => (cmd, matches),
+    };
+    let mut warnings = match etcd_flags::check(&serve_matches) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("cairn: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    warnings.extend(shadowed_env(&serve_cmd, &serve_matches));
     match cli.command {
+        Some(Command::Version) => {
+            print_version();
+            ExitCode::SUCCESS
+        }
         Some(Command::Check { data_dir }) => match check(&data_dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -178,23 +302,39 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Some(Command::Serve(args)) => serve(&args),
+        Some(Command::Serve(args)) => serve(&args, &warnings),
         #[cfg(not(madsim))]
         Some(Command::Bench(cmd)) => bench::main(cmd),
-        None => serve(&cli.serve),
+        None => serve(&cli.serve, &warnings),
     }
 }
 
+/// The log filter for `--log-level` (RUST_LOG wins when set). raft-rs's own
+/// chatter is shown at debug only.
 #[cfg(not(madsim))]
-fn serve(args: &ServeArgs) -> ExitCode {
-    use tracing_subscriber::EnvFilter;
+fn log_filter(level: &str) -> tracing_subscriber::EnvFilter {
+    let level = match level.to_ascii_lowercase().as_str() {
+        "dpanic" | "panic" | "fatal" => "error".to_string(),
+        l => l.to_string(),
+    };
+    let raft = if level == "debug" { "debug" } else { "warn" };
+    tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},raft={raft}")))
+}
+
+#[cfg(not(madsim))]
+fn serve(args: &ServeArgs, warnings: &[String]) -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,raft=warn")),
-        )
+        .with_env_filter(log_filter(&args.log_level))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    if args.logger == "capnslog" {
+        tracing::warn!("--logger=capnslog has no effect in cairn: it logs its own way (etcd 3.5 removed capnslog)");
+    }
     let cfg = match args.config() {
         Ok(c) => c,
         Err(e) => {
@@ -202,6 +342,15 @@ fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"), git_sha = env!("CAIRN_GIT_SHA"), etcd_api = ETCD_API,
+        name = %cfg.name, data_dir = %cfg.data_dir.display(),
+        listen_client_urls = %args.listen_client_urls, advertise_client_urls = %args.advertise_client_urls,
+        listen_peer_urls = %args.listen_peer_urls, initial_advertise_peer_urls = %args.initial_advertise_peer_urls,
+        heartbeat_interval_ms = args.heartbeat_interval, election_timeout_ms = args.election_timeout,
+        fsync = "on (every acknowledged write is on disk)",
+        "starting cairn"
+    );
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -224,7 +373,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
 }
 
 #[cfg(madsim)]
-fn serve(_args: &ServeArgs) -> ExitCode {
+fn serve(_args: &ServeArgs, _warnings: &[String]) -> ExitCode {
     eprintln!("cairn: this binary was built for simulation (--cfg madsim); run cairn-sim");
     ExitCode::FAILURE
 }

@@ -191,6 +191,10 @@ fn server_config(i: usize, members: usize, skew: f64, faults: InjectedFaults) ->
         quota_backend_bytes: 1 << 31,
         max_request_bytes: 1_572_864,
         max_txn_ops: 128,
+        heartbeat_interval: Duration::from_millis(100),
+        election_timeout: Duration::from_secs(1),
+        watch_progress_notify_interval: Duration::from_secs(600),
+        auto_compaction: None,
         tick_interval: Duration::from_secs_f64(0.1 * skew),
         faults,
     }

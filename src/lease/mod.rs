@@ -83,23 +83,23 @@ pub struct Lessor {
     leases: BTreeMap<i64, Lease>,
     /// The smallest TTL granted, in seconds.
     min_ttl: i64,
-    /// Ticks per second of this member's clock.
-    ticks_per_sec: u64,
+    /// Milliseconds per tick of this member's clock (its heartbeat interval).
+    tick_ms: u64,
 }
 
 impl Lessor {
     /// An empty lessor. `min_ttl` is etcd's minimum TTL (1.5 election
-    /// timeouts, rounded up to seconds); `ticks_per_sec` converts TTLs.
-    pub fn new(min_ttl: i64, ticks_per_sec: u64) -> Self {
+    /// timeouts, rounded up to seconds); `tick_ms` converts TTLs to ticks.
+    pub fn new(min_ttl: i64, tick_ms: u64) -> Self {
         Self {
             leases: BTreeMap::new(),
             min_ttl: min_ttl.max(1),
-            ticks_per_sec: ticks_per_sec.max(1),
+            tick_ms: tick_ms.max(1),
         }
     }
 
     fn ttl_ticks(&self, ttl: i64) -> u64 {
-        ticks(ttl, self.ticks_per_sec)
+        ticks(ttl, self.tick_ms)
     }
 
     /// Whether lease `id` exists.
@@ -152,10 +152,10 @@ impl Lessor {
     /// Applies a keep-alive at raft index `index`: the lease's countdown
     /// starts over. Returns its TTL, or `None` if it does not exist.
     pub fn renew(&mut self, id: i64, index: u64, now: u64) -> Option<i64> {
-        let per_sec = self.ticks_per_sec;
+        let tick_ms = self.tick_ms;
         let lease = self.leases.get_mut(&id)?;
         lease.renewed_at = index;
-        lease.deadline = now + ticks(lease.ttl, per_sec);
+        lease.deadline = now + ticks(lease.ttl, tick_ms);
         lease.expiring = None;
         Some(lease.ttl)
     }
@@ -217,13 +217,13 @@ impl Lessor {
     /// This member became leader at tick `now`: every lease gets its full TTL
     /// again, plus `extend` ticks (etcd's Promote).
     pub fn promote(&mut self, now: u64, extend: u64) {
-        let per_sec = self.ticks_per_sec;
+        let tick_ms = self.tick_ms;
         for lease in self.leases.values_mut() {
             lease.deadline =
                 if crate::planted::active(crate::planted::Bug::LeaseExpiresOnLeaderChange) {
                     now
                 } else {
-                    now + extend + ticks(lease.ttl, per_sec)
+                    now + extend + ticks(lease.ttl, tick_ms)
                 };
             lease.expiring = None;
         }
@@ -232,7 +232,11 @@ impl Lessor {
     /// Lease `id`'s remaining time as this member counts it.
     pub fn time_to_live(&self, id: i64, now: u64) -> Option<TimeToLive> {
         let lease = self.leases.get(&id)?;
-        let left = lease.deadline.saturating_sub(now) / self.ticks_per_sec;
+        let left = lease
+            .deadline
+            .saturating_sub(now)
+            .saturating_mul(self.tick_ms)
+            / 1000;
         Some(TimeToLive {
             remaining: left as i64,
             granted: lease.ttl,
@@ -287,9 +291,10 @@ impl Lessor {
     }
 }
 
-/// `ttl` seconds in ticks of a clock with `per_sec` ticks a second.
-fn ticks(ttl: i64, per_sec: u64) -> u64 {
-    (ttl.max(0) as u64).saturating_mul(per_sec)
+/// `ttl` seconds in whole ticks of `tick_ms` milliseconds, rounded up: a
+/// lease never expires early.
+fn ticks(ttl: i64, tick_ms: u64) -> u64 {
+    (ttl.max(0) as u64).saturating_mul(1000).div_ceil(tick_ms)
 }
 
 /// Lease records out of a snapshot's lease section (none if it has none).

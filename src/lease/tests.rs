@@ -25,7 +25,7 @@ fn put_event(key: &str, lease: i64, prev_lease: Option<i64>) -> Event {
 
 #[test]
 fn grant_raises_ttl_to_the_minimum_and_refuses_duplicates_and_huge_ttls() {
-    let mut l = Lessor::new(2, 10);
+    let mut l = Lessor::new(2, 100);
     assert_eq!(grant(&mut l, 7, 1, 1, 0), Ok(2));
     assert_eq!(grant(&mut l, 7, 5, 2, 0), Err(LeaseError::Exists));
     assert_eq!(
@@ -38,7 +38,7 @@ fn grant_raises_ttl_to_the_minimum_and_refuses_duplicates_and_huge_ttls() {
 
 #[test]
 fn leases_expire_after_their_ttl_in_ticks_and_keep_alives_restart_the_countdown() {
-    let mut l = Lessor::new(1, 10);
+    let mut l = Lessor::new(1, 100);
     grant(&mut l, 1, 3, 1, 0).unwrap();
     assert!(l.expired(29, 5, 10).is_empty());
     assert_eq!(l.renew(1, 2, 20), Some(3));
@@ -52,7 +52,7 @@ fn leases_expire_after_their_ttl_in_ticks_and_keep_alives_restart_the_countdown(
 
 #[test]
 fn an_expiry_that_raced_a_keep_alive_is_refused() {
-    let mut l = Lessor::new(1, 10);
+    let mut l = Lessor::new(1, 100);
     grant(&mut l, 1, 1, 1, 0).unwrap();
     l.on_events(&[put_event("a", 1, None)]);
     let decided = l.expired(10, 5, 10);
@@ -66,7 +66,7 @@ fn an_expiry_that_raced_a_keep_alive_is_refused() {
 
 #[test]
 fn keys_follow_put_and_delete_events() {
-    let mut l = Lessor::new(1, 10);
+    let mut l = Lessor::new(1, 100);
     grant(&mut l, 1, 10, 1, 0).unwrap();
     grant(&mut l, 2, 10, 2, 0).unwrap();
     l.on_events(&[put_event("a", 1, None), put_event("b", 1, None)]);
@@ -97,7 +97,7 @@ fn keys_follow_put_and_delete_events() {
 
 #[test]
 fn promote_gives_every_lease_its_full_ttl_plus_the_extension() {
-    let mut l = Lessor::new(1, 10);
+    let mut l = Lessor::new(1, 100);
     grant(&mut l, 1, 2, 1, 0).unwrap();
     // Long past its deadline as this member counted while a follower.
     l.promote(100, 10);
@@ -107,12 +107,12 @@ fn promote_gives_every_lease_its_full_ttl_plus_the_extension() {
 
 #[test]
 fn restore_rebuilds_keys_from_the_store_and_round_trips_the_records() {
-    let mut l = Lessor::new(1, 10);
+    let mut l = Lessor::new(1, 100);
     grant(&mut l, 1, 10, 4, 0).unwrap();
     grant(&mut l, 2, 20, 5, 0).unwrap();
     let records = records_from_section(Bytes::from(l.encode()));
     let (a, b) = (Bytes::from_static(b"a"), Bytes::from_static(b"b"));
-    let mut r = Lessor::new(1, 10);
+    let mut r = Lessor::new(1, 100);
     r.restore(&records, [(&a, 1), (&b, 3)].into_iter(), 0);
     assert_eq!(r.ids(), vec![1, 2]);
     assert_eq!(r.get(1).unwrap().renewed_at, 4);

@@ -104,8 +104,9 @@ pub struct NodeConfig {
     pub snapshot_catchup_entries: u64,
     /// Limit on ops per txn branch.
     pub max_txn_ops: usize,
-    /// Ticks per second of the driver's clock (lease TTLs are in seconds).
-    pub ticks_per_sec: u64,
+    /// Milliseconds per tick of the driver's clock, nominally (its
+    /// heartbeat interval; lease TTLs are in seconds).
+    pub tick_ms: u64,
     /// The smallest lease TTL granted, in seconds (etcd: 1.5 election
     /// timeouts, rounded up).
     pub min_lease_ttl: i64,
@@ -304,7 +305,7 @@ impl Node {
             raw.campaign()?;
         }
         let members = rec.members.into_iter().map(|m| (m.member_id, m)).collect();
-        let mut lessor = Lessor::new(cfg.min_lease_ttl, cfg.ticks_per_sec);
+        let mut lessor = Lessor::new(cfg.min_lease_ttl, cfg.tick_ms);
         lessor.restore(&rec.leases, rec.store.leased_keys(), 0);
         let mut node = Self {
             rng: crate::rng::SplitMix64::new(cfg.seed),

@@ -25,7 +25,7 @@ fn cfg(id: u64, voters: &[u64]) -> NodeConfig {
         snapshot_count: 20,
         snapshot_catchup_entries: 5,
         max_txn_ops: 128,
-        ticks_per_sec: 10,
+        tick_ms: 100,
         min_lease_ttl: 2,
     }
 }

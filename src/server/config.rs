@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Everything `cairn serve` was told, checked.
 #[derive(Debug, Clone)]
@@ -33,9 +34,20 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Most ops in one txn branch.
     pub max_txn_ops: usize,
-    /// Wall time per raft tick ([`super::raft_loop::TICK`] unless a
-    /// simulation skews a member's clock).
-    pub tick_interval: std::time::Duration,
+    /// `--heartbeat-interval`: one raft tick, nominally. Leases count time
+    /// in these ticks.
+    pub heartbeat_interval: Duration,
+    /// `--election-timeout`: a whole number of heartbeat intervals
+    /// (checked by [`validate_raft_timing`]).
+    pub election_timeout: Duration,
+    /// `--experimental-watch-progress-notify-interval`: how often idle
+    /// watchers that asked for progress notifications get one.
+    pub watch_progress_notify_interval: Duration,
+    /// `--auto-compaction-mode` / `--auto-compaction-retention`; `None`: off.
+    pub auto_compaction: Option<super::compactor::AutoCompaction>,
+    /// Wall time per raft tick: `heartbeat_interval` unless a simulation
+    /// skews a member's clock.
+    pub tick_interval: Duration,
     /// Faults the simulator injects into the driver; none outside it.
     pub faults: InjectedFaults,
 }
@@ -47,7 +59,7 @@ pub struct InjectedFaults {
     /// Fraction of outgoing raft messages the transport drops.
     pub peer_drop_rate: f64,
     /// Each WAL fsync takes up to this much longer (a slow disk).
-    pub sync_latency_max: std::time::Duration,
+    pub sync_latency_max: Duration,
 }
 
 /// Whether this member starts a new cluster or rejoins an existing one.
@@ -127,7 +139,93 @@ fn fnv1a(parts: &[&str]) -> u64 {
     h.max(1)
 }
 
+/// Parses a duration as Go's `time.ParseDuration` does (etcd's duration
+/// flags): a sequence of decimal numbers with units `ns`, `us`/`µs`, `ms`,
+/// `s`, `m`, `h` (`1h30m`, `1.5s`, `100ms`); a bare `0` is zero.
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("time: invalid duration {text:?}");
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = text;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..number_len].parse().map_err(|_| invalid())?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "" => return Err(format!("time: missing unit in duration {text:?}")),
+            unit => return Err(format!("time: unknown unit {unit:?} in duration {text:?}")),
+        };
+        rest = &rest[unit_len..];
+        total += number * seconds;
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| invalid())
+}
+
+/// etcd's checks of `--heartbeat-interval` and `--election-timeout`, with
+/// its messages.
+pub fn validate_raft_timing(heartbeat_ms: u64, election_ms: u64) -> Result<(), ConfigError> {
+    if heartbeat_ms == 0 {
+        return Err(ConfigError(format!(
+            "--heartbeat-interval must be >0 (set to {heartbeat_ms}ms)"
+        )));
+    }
+    if election_ms == 0 {
+        return Err(ConfigError(format!(
+            "--election-timeout must be >0 (set to {election_ms}ms)"
+        )));
+    }
+    if 5 * heartbeat_ms > election_ms {
+        return Err(ConfigError(format!(
+            "--election-timeout[{election_ms}ms] should be at least as 5 times as --heartbeat-interval[{heartbeat_ms}ms]"
+        )));
+    }
+    if election_ms > 50_000 {
+        return Err(ConfigError(format!(
+            "--election-timeout[{election_ms}ms] is too long, and should be set less than 50000ms"
+        )));
+    }
+    Ok(())
+}
+
 impl ServerConfig {
+    /// The election timeout in ticks (etcd divides, rounding down).
+    pub fn election_ticks(&self) -> usize {
+        (self.election_timeout.as_millis() / self.heartbeat_interval.as_millis().max(1)).max(1)
+            as usize
+    }
+
+    /// etcd's smallest lease TTL: 1.5 election timeouts, rounded up to whole
+    /// seconds, so a lease outlives a leader election.
+    pub fn min_lease_ttl(&self) -> i64 {
+        let ms = 3 * self.election_ticks() as u128 * self.heartbeat_interval.as_millis() / 2;
+        ms.div_ceil(1000).max(1) as i64
+    }
+
+    /// Progress notification period in ticks: etcd raises anything below
+    /// 100 ms to 100 ms.
+    pub fn progress_notify_ticks(&self) -> u64 {
+        let interval = self
+            .watch_progress_notify_interval
+            .max(Duration::from_millis(100));
+        (interval.as_millis() / self.heartbeat_interval.as_millis().max(1)).max(1) as u64
+    }
+
     /// Every member with its ID. As in etcd, a member's ID depends on its peer
     /// URLs and the cluster token, so every member computes the same IDs.
     pub fn members(&self) -> Vec<MemberInfo> {
@@ -183,5 +281,46 @@ mod tests {
         let c = parse_initial_cluster("a=http://127.0.0.1:1,b=http://127.0.0.1:2").unwrap();
         assert_eq!(c.len(), 2);
         assert!(parse_initial_cluster("a").is_err());
+    }
+
+    #[test]
+    fn durations_parse_as_go_parses_them() {
+        let ms = |t: &str| parse_go_duration(t).map(|d| d.as_millis());
+        assert_eq!(ms("10m"), Ok(600_000));
+        assert_eq!(ms("1h30m"), Ok(5_400_000));
+        assert_eq!(ms("1.5s"), Ok(1_500));
+        assert_eq!(ms("100ms"), Ok(100));
+        assert_eq!(ms("0"), Ok(0));
+        assert_eq!(
+            parse_go_duration("5").unwrap_err(),
+            "time: missing unit in duration \"5\""
+        );
+        assert!(parse_go_duration("").is_err());
+        assert!(parse_go_duration("1x").is_err());
+        assert!(parse_go_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn raft_timing_is_checked_as_etcd_checks_it() {
+        assert!(validate_raft_timing(100, 1000).is_ok());
+        assert!(
+            validate_raft_timing(100, 500).is_ok(),
+            "exactly 5x is allowed"
+        );
+        assert!(validate_raft_timing(100, 50_000).is_ok());
+        let err = validate_raft_timing(100, 400).unwrap_err().0;
+        assert_eq!(
+            err,
+            "--election-timeout[400ms] should be at least as 5 times as --heartbeat-interval[100ms]"
+        );
+        let err = validate_raft_timing(100, 60_000).unwrap_err().0;
+        assert_eq!(
+            err,
+            "--election-timeout[60000ms] is too long, and should be set less than 50000ms"
+        );
+        assert_eq!(
+            validate_raft_timing(0, 1000).unwrap_err().0,
+            "--heartbeat-interval must be >0 (set to 0ms)"
+        );
     }
 }

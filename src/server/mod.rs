@@ -18,6 +18,7 @@
 // Driver code: it reads the clock to seed request IDs and election timeouts.
 #![allow(clippy::disallowed_methods)]
 
+pub mod compactor;
 pub mod config;
 #[cfg(not(madsim))]
 pub mod h2shim;
@@ -150,16 +151,16 @@ pub async fn serve_on<D: Disk + 'static>(
         id: me.id,
         cluster_id: cfg.cluster_id(),
         voters: members.iter().map(|m| m.id).collect(),
-        // etcd's default: a 1 s election timeout of 100 ms ticks. The node
-        // draws each election's timeout from [10, 20) ticks with `seed`.
-        election_tick: 10,
+        // One tick per heartbeat, as etcd. The node draws each election's
+        // timeout from [election_tick, 2 * election_tick) with `seed`.
+        election_tick: cfg.election_ticks(),
         seed: splitmix(seed ^ me.id),
         heartbeat_tick: 1,
         snapshot_count: cfg.snapshot_count.max(1),
         snapshot_catchup_entries: cfg.snapshot_catchup_entries,
         max_txn_ops: cfg.max_txn_ops,
-        ticks_per_sec: raft_loop::TICKS_PER_SEC,
-        min_lease_ttl: raft_loop::MIN_LEASE_TTL,
+        tick_ms: cfg.heartbeat_interval.as_millis().max(1) as u64,
+        min_lease_ttl: cfg.min_lease_ttl(),
     };
     tracing::info!(
         name = %cfg.name, member_id = format_args!("{:x}", me.id), cluster_id = format_args!("{:x}", node_cfg.cluster_id),
@@ -203,6 +204,7 @@ pub async fn serve_on<D: Disk + 'static>(
         watches: WatchHub::new(WatchConfig {
             // As etcd: the limit plus gRPC overhead.
             max_response_bytes: cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
+            progress_notify_ticks: cfg.progress_notify_ticks(),
             ..Default::default()
         }),
         watch_streams: BTreeMap::new(),
@@ -270,6 +272,12 @@ pub async fn serve_on<D: Disk + 'static>(
     // The loop stops when told to, not when the last client server is gone:
     // a stopping leader still has its hand-over to run.
     let commands_open = handle.commands.clone();
+    // Background tasks that never finish on their own: aborted at the end.
+    let background: Vec<_> = cfg
+        .auto_compaction
+        .map(|mode| tokio::spawn(compactor::run(mode, handle.commands.clone())))
+        .into_iter()
+        .collect();
     drop(handle);
 
     let (loop_stop_tx, loop_stop_rx) = watch::channel(false);
@@ -295,7 +303,7 @@ pub async fn serve_on<D: Disk + 'static>(
     };
     drop(commands_open);
     let _ = peer_stop_tx.send(true);
-    for s in servers.into_iter().chain(peer_servers) {
+    for s in servers.into_iter().chain(peer_servers).chain(background) {
         s.abort();
     }
     result

@@ -28,17 +28,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// One raft tick. etcd's default heartbeat is 100 ms and its election timeout
-/// 1 s: the node heartbeats every tick and elects after 10 to 20.
-pub const TICK: Duration = Duration::from_millis(100);
-
-/// Ticks per second, for lease TTLs.
-pub const TICKS_PER_SEC: u64 = 10;
-
-/// etcd's minimum lease TTL: 1.5 of its default 1 s election timeout,
-/// rounded up to whole seconds, so a lease outlives a leader election.
-pub const MIN_LEASE_TTL: i64 = 2;
-
 /// Commands drained into the node before one `Ready` (bounds one batch).
 const MAX_BATCH: usize = 1024;
 

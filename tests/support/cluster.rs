@@ -257,6 +257,9 @@ pub struct Node {
     /// Pass the configuration as `CAIRN_<FLAG>` environment variables
     /// instead of flags (cairn only).
     via_env: bool,
+    /// Environment variables set for the process (after the caller's
+    /// `CAIRN_*` and `ETCD_*` are removed).
+    env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -312,6 +315,7 @@ impl Node {
                 cmd.env_remove(&key);
             }
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let mut args = self.args.clone();
         args.push(format!("--initial-cluster-state={state}"));
         if self.via_env {
@@ -397,16 +401,27 @@ impl Cluster {
     /// Starts `n` nodes of `server` as one new cluster with `extra` flags on
     /// every node, and waits until each answers a linearizable read.
     pub fn start(server: Server, n: usize, extra: &[&str]) -> Cluster {
-        Cluster::start_with(server, n, extra, false)
+        Cluster::start_with(server, n, extra, false, &[])
     }
 
     /// Like [`Cluster::start`] for cairn, with every setting given as a
     /// `CAIRN_<FLAG>` environment variable instead of a flag.
     pub fn start_via_env(n: usize, extra: &[&str]) -> Cluster {
-        Cluster::start_with(Server::Cairn, n, extra, true)
+        Cluster::start_with(Server::Cairn, n, extra, true, &[])
     }
 
-    fn start_with(server: Server, n: usize, extra: &[&str], via_env: bool) -> Cluster {
+    /// One node of `server` with these environment variables set.
+    pub fn start_with_env(server: Server, env: &[(&str, &str)]) -> Cluster {
+        Cluster::start_with(server, 1, &[], false, env)
+    }
+
+    fn start_with(
+        server: Server,
+        n: usize,
+        extra: &[&str],
+        via_env: bool,
+        env: &[(&str, &str)],
+    ) -> Cluster {
         assert!(n >= 1);
         assert!(
             !via_env || server == Server::Cairn,
@@ -450,6 +465,10 @@ impl Cluster {
                 child: None,
                 starts: 0,
                 via_env,
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             });
         }
         let mut cluster = Cluster { server, nodes };

@@ -1,0 +1,226 @@
+//! etcd's flags and `ETCD_*` variables, each case run against etcd 3.4 first
+//! and then cairn: a kubeadm-style flag set starts a serving member, the raft
+//! timing flags take effect (seen through the smallest lease TTL granted,
+//! 1.5 election timeouts rounded up), etcd's variables configure a member,
+//! and bad values are refused with etcd's messages.
+// The tests spawn server processes and read their output.
+#![allow(clippy::disallowed_methods)]
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::cluster::{free_port, run_with_timeout, Cluster, Server};
+
+/// `etcdctl lease grant 1` on node 0: the TTL the server actually granted.
+fn granted_min_ttl(cluster: &Cluster) -> i64 {
+    let out = cluster.ctl(0, &["lease", "grant", "1"]);
+    let stdout = out.ok();
+    // "lease 694d... granted with TTL(5s)"
+    let ttl = stdout
+        .split("TTL(")
+        .nth(1)
+        .and_then(|r| r.split('s').next())
+        .and_then(|n| n.parse().ok());
+    ttl.unwrap_or_else(|| panic!("[{:?}] lease grant printed {stdout:?}", cluster.server))
+}
+
+#[test]
+fn kubeadm_style_flags_start_a_serving_member() {
+    // The flags of kubeadm's etcd static pod that need no TLS (cairn refuses
+    // the TLS ones until it has TLS), plus tuning flags from etcd's sample
+    // configuration.
+    let metrics = format!("--listen-metrics-urls=http://127.0.0.1:{}", free_port());
+    let flags = [
+        "--experimental-initial-corrupt-check=true",
+        "--experimental-watch-progress-notify-interval=5s",
+        metrics.as_str(),
+        "--snapshot-count=10000",
+        "--max-snapshots=5",
+        "--max-wals=5",
+        "--quota-backend-bytes=8589934592",
+        "--auto-compaction-retention=0",
+        "--strict-reconfig-check",
+        "--enable-pprof=false",
+        "--pre-vote=true",
+        "--log-level=info",
+        "--logger=zap",
+    ];
+    for server in Server::reference_and_cairn() {
+        let cluster = Cluster::start(server, 1, &flags);
+        cluster.ctl(0, &["put", "k", "v"]).ok();
+        assert_eq!(
+            cluster
+                .ctl(0, &["get", "k", "--print-value-only"])
+                .ok()
+                .trim(),
+            "v"
+        );
+        if server == Server::Cairn {
+            let log = std::fs::read_to_string(cluster.node(0).log_path()).unwrap();
+            assert!(
+                log.contains("--max-wals has no effect in cairn"),
+                "a flag without effect is named at start:\n{log}"
+            );
+        }
+    }
+}
+
+#[test]
+fn raft_timing_flags_take_effect() {
+    for server in Server::reference_and_cairn() {
+        // Defaults: 1 s election timeout, smallest TTL 2 s.
+        let cluster = Cluster::start(server, 1, &[]);
+        assert_eq!(granted_min_ttl(&cluster), 2, "[{server:?}] default");
+        drop(cluster);
+        // 3 s election timeout of 300 ms heartbeats: ceil(1.5 * 3 s) = 5 s.
+        let cluster = Cluster::start(
+            server,
+            1,
+            &["--heartbeat-interval=300", "--election-timeout=3000"],
+        );
+        assert_eq!(
+            granted_min_ttl(&cluster),
+            5,
+            "[{server:?}] 3 s election timeout"
+        );
+    }
+}
+
+#[test]
+fn etcd_environment_variables_configure_a_member() {
+    for server in Server::reference_and_cairn() {
+        let cluster = Cluster::start_with_env(server, &[("ETCD_ELECTION_TIMEOUT", "3000")]);
+        assert_eq!(
+            granted_min_ttl(&cluster),
+            5,
+            "[{server:?}] ETCD_ELECTION_TIMEOUT"
+        );
+    }
+}
+
+/// Runs `server` with `args` on free ports in a fresh directory and returns
+/// (exit success, stdout + stderr).
+fn run_once(server: Server, args: &[&str]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    let client = format!("http://127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(server.binary());
+    cmd.current_dir(dir.path())
+        .args([
+            format!("--listen-peer-urls={peer}"),
+            format!("--initial-advertise-peer-urls={peer}"),
+            format!("--initial-cluster=default={peer}"),
+            format!("--listen-client-urls={client}"),
+            format!("--advertise-client-urls={client}"),
+        ])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = run_with_timeout(cmd, None, Duration::from_secs(20));
+    (out.success(), format!("{}{}", out.stdout, out.stderr))
+}
+
+#[test]
+fn bad_raft_timing_is_refused_with_etcds_messages() {
+    let cases = [
+        (
+            vec!["--election-timeout=400"],
+            "--election-timeout[400ms] should be at least as 5 times as --heartbeat-interval[100ms]",
+        ),
+        (
+            vec!["--election-timeout=60000"],
+            "--election-timeout[60000ms] is too long, and should be set less than 50000ms",
+        ),
+        (
+            vec!["--heartbeat-interval=0"],
+            "--heartbeat-interval must be >0 (set to 0ms)",
+        ),
+    ];
+    for server in Server::reference_and_cairn() {
+        for (args, message) in &cases {
+            let (ok, output) = run_once(server, args);
+            assert!(!ok, "[{server:?}] {args:?} was accepted:\n{output}");
+            assert!(
+                output.contains(message),
+                "[{server:?}] {args:?}: expected {message:?} in:\n{output}"
+            );
+        }
+    }
+}
+
+#[test]
+fn cairn_refuses_flags_it_would_ignore_unsafely() {
+    for flag in [
+        "--cert-file=/nonexistent.pem",
+        "--client-cert-auth",
+        "--force-new-cluster",
+    ] {
+        let (ok, output) = run_once(Server::Cairn, &[flag]);
+        assert!(!ok, "{flag} was accepted:\n{output}");
+        assert!(output.contains("is not supported"), "{flag}: {output}");
+    }
+    // A misspelt flag fails with a suggestion, as before.
+    let (ok, output) = run_once(Server::Cairn, &["--wal-dirr=x"]);
+    assert!(!ok);
+    assert!(output.contains("--wal-dir"), "{output}");
+}
+
+#[test]
+fn version_prints_etcds_format() {
+    for args in [&["--version"][..], &["version"]] {
+        let out = Command::new(Server::Cairn.binary())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        let keys: Vec<&str> = text.lines().filter_map(|l| l.split(": ").next()).collect();
+        assert_eq!(
+            keys,
+            ["cairn Version", "Git SHA", "etcd API", "OS/Arch"],
+            "{text}"
+        );
+    }
+}
+
+/// Periodic auto-compaction with a 2 s retention: after a few seconds of
+/// writes the first revision is compacted, and a revision written half a
+/// second ago is not (etcd keeps at least the retention).
+#[test]
+fn periodic_auto_compaction_compacts_old_revisions_only() {
+    let flags = [
+        "--auto-compaction-mode=periodic",
+        "--auto-compaction-retention=2s",
+    ];
+    for server in Server::reference_and_cairn() {
+        let cluster = Cluster::start(server, 1, &flags);
+        let first = revision_of(&cluster.ctl(0, &["put", "k", "0", "-w", "json"]));
+        let mut last = first;
+        for i in 1..=50 {
+            last = revision_of(&cluster.ctl(0, &["put", "k", &i.to_string(), "-w", "json"]));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let old = cluster.ctl(0, &["get", "k", &format!("--rev={first}")]);
+        assert!(
+            old.error_line()
+                .contains("required revision has been compacted"),
+            "[{server:?}] revision {first} was not compacted: {old:?}"
+        );
+        let recent = last - 5;
+        let got = cluster.ctl(
+            0,
+            &["get", "k", &format!("--rev={recent}"), "--print-value-only"],
+        );
+        assert!(
+            got.success(),
+            "[{server:?}] recent revision {recent} compacted: {got:?}"
+        );
+    }
+}
+
+fn revision_of(out: &support::cluster::CtlOut) -> i64 {
+    let v: serde_json::Value = serde_json::from_str(out.ok()).expect("etcdctl json");
+    v["header"]["revision"].as_i64().expect("revision")
+}
