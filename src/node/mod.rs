@@ -611,6 +611,13 @@ impl Node {
         &self.lessor
     }
 
+    /// The leader this member knows, 0 if none. Cheap, unlike
+    /// [`Node::status`], which sizes the store: it is asked on every tick and
+    /// for every request that carries `hasleader`.
+    pub fn leader(&self) -> u64 {
+        self.raw.raft.leader_id
+    }
+
     /// Logical time, in ticks since this member started.
     pub fn ticks(&self) -> u64 {
         self.ticks

@@ -47,7 +47,7 @@ pub enum Command {
     /// Members' published attributes, with this member's status.
     Members(oneshot::Sender<(Vec<MemberAttributes>, NodeStatus)>),
     /// A new watch stream, numbered by the service, and where its responses go.
-    WatchOpen(u64, mpsc::Sender<WatchResponse>),
+    WatchOpen(u64, WatchStreamOut),
     /// A request on a watch stream.
     Watch(u64, WatchRequest),
     /// The client is gone: drop the stream's watchers.
@@ -59,6 +59,18 @@ pub enum Command {
     ),
     /// Every lease.
     LeaseLeases(oneshot::Sender<LeaseLeasesResponse>),
+    /// The leader this member knows (0: none), for requests that carry
+    /// `hasleader`.
+    Leader(oneshot::Sender<u64>),
+}
+
+/// Where a watch stream's output goes.
+pub struct WatchStreamOut {
+    /// Its responses (bounded: a full stream waits in the hub).
+    pub responses: mpsc::Sender<WatchResponse>,
+    /// Set if the client sent `hasleader`: the error that ends the stream
+    /// when the member has had no leader for `no_leader_cancel_ticks`.
+    pub ended: Option<oneshot::Sender<NodeError>>,
 }
 
 /// The loop's state. See the module docs.
@@ -87,7 +99,7 @@ pub struct RaftLoop<D: Disk> {
     /// Every watcher of this member.
     pub watches: WatchHub,
     /// Where each watch stream's responses go (bounded: a full stream waits).
-    pub watch_streams: BTreeMap<u64, mpsc::Sender<WatchResponse>>,
+    pub watch_streams: BTreeMap<u64, WatchStreamOut>,
 }
 
 impl<D: Disk> RaftLoop<D> {
@@ -116,6 +128,9 @@ impl<D: Disk> RaftLoop<D> {
                     }
                     self.node.tick();
                     self.watches.tick(self.node.store());
+                    for stream in self.watches.leader_tick(self.node.leader() != 0) {
+                        self.end_watch_stream(stream, NodeError::NoLeader);
+                    }
                     ticks += 1;
                     if ticks.is_multiple_of(10) {
                         // Drop the senders of clients that gave up (timed out).
@@ -123,7 +138,7 @@ impl<D: Disk> RaftLoop<D> {
                         let gone: Vec<u64> = self
                             .watch_streams
                             .iter()
-                            .filter(|(_, tx)| tx.is_closed())
+                            .filter(|(_, out)| out.responses.is_closed())
                             .map(|(id, _)| *id)
                             .collect();
                         for id in gone {
@@ -202,9 +217,13 @@ impl<D: Disk> RaftLoop<D> {
             Command::Members(tx) => {
                 let _ = tx.send((self.node.members(), self.node.status()));
             }
-            Command::WatchOpen(stream, tx) => {
-                self.watches.open(stream);
-                self.watch_streams.insert(stream, tx);
+            Command::WatchOpen(stream, out) => {
+                if out.ended.is_some() {
+                    self.watches.open_requiring_leader(stream);
+                } else {
+                    self.watches.open(stream);
+                }
+                self.watch_streams.insert(stream, out);
             }
             Command::Watch(stream, req) => self.watches.request(stream, req, self.node.store()),
             Command::WatchClose(stream) => self.close_watch_stream(stream),
@@ -236,12 +255,25 @@ impl<D: Disk> RaftLoop<D> {
                     .fill_header(&mut resp.header, self.node.store().current_revision());
                 let _ = tx.send(resp);
             }
+            Command::Leader(tx) => {
+                let _ = tx.send(self.node.leader());
+            }
         }
     }
 
     fn close_watch_stream(&mut self, stream: u64) {
         self.watches.close(stream);
         self.watch_streams.remove(&stream);
+    }
+
+    /// Ends a stream the hub has already dropped, telling its client why.
+    fn end_watch_stream(&mut self, stream: u64, why: NodeError) {
+        if let Some(out) = self.watch_streams.remove(&stream) {
+            tracing::info!(stream, reason = %why, "ending watch stream");
+            if let Some(ended) = out.ended {
+                let _ = ended.send(why);
+            }
+        }
     }
 
     /// Hands the events applied since the last round to the watchers, lets
@@ -252,7 +284,7 @@ impl<D: Disk> RaftLoop<D> {
         self.watches.on_events(&events, self.node.store());
         self.watches.catch_up(self.node.store());
         for stream in self.watches.pending_streams() {
-            let Some(tx) = self.watch_streams.get(&stream) else {
+            let Some(tx) = self.watch_streams.get(&stream).map(|o| &o.responses) else {
                 self.watches.close(stream);
                 continue;
             };

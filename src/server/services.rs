@@ -5,9 +5,16 @@
 //! sizes, txn limits), turns it into a [`Command`] for the event loop, and
 //! waits for the answer with a deadline. Errors carry etcd's gRPC codes and
 //! exact messages, so clients that match on them work unchanged.
+//!
+//! A request carrying etcd's `hasleader: true` metadata (clientv3's
+//! `WithRequireLeader`, which kube-apiserver puts on its watches) fails at
+//! once with `etcdserver: no leader` when the member knows no leader, rather
+//! than waiting out the request timeout; a watch stream opened with it is
+//! also ended with that error once the member has gone without a leader for
+//! three election timeouts (see `crate::watch`).
 
 use super::config::MemberInfo;
-use super::raft_loop::{Command, ReplyTx};
+use super::raft_loop::{Command, ReplyTx, WatchStreamOut};
 use crate::lease::{LeaseError, MAX_TTL};
 use crate::mvcc::{self, check_delete, check_put, check_range, check_txn, GrpcCode};
 use crate::node::{NodeError, Response};
@@ -92,6 +99,19 @@ fn stopping() -> Status {
     Status::unavailable("etcdserver: server stopped")
 }
 
+/// etcd's gRPC metadata key and value for "fail unless there is a leader"
+/// (`rpctypes.MetadataRequireLeaderKey`, `MetadataHasLeader`).
+const REQUIRE_LEADER_KEY: &str = "hasleader";
+const REQUIRE_LEADER_VALUE: &str = "true";
+
+/// Whether the request asked for a leader (as etcd, only the first value
+/// counts).
+fn requires_leader(metadata: &tonic::metadata::MetadataMap) -> bool {
+    metadata
+        .get(REQUIRE_LEADER_KEY)
+        .is_some_and(|v| v.as_bytes() == REQUIRE_LEADER_VALUE.as_bytes())
+}
+
 impl Handle {
     async fn ask(&self, make: impl FnOnce(ReplyTx) -> Command) -> Result<Response, Status> {
         let (tx, rx) = oneshot::channel();
@@ -100,6 +120,23 @@ impl Handle {
             Ok(Ok(result)) => result.map_err(node_status),
             Ok(Err(_)) => Err(stopping()),
             Err(_) => Err(Status::unavailable("etcdserver: request timed out")),
+        }
+    }
+
+    /// `etcdserver: no leader` if the request carries `hasleader` and this
+    /// member knows no leader; nothing to do otherwise.
+    async fn check_leader(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        if !requires_leader(metadata) {
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Leader(tx))
+            .await
+            .map_err(|_| stopping())?;
+        match rx.await.map_err(|_| stopping())? {
+            0 => Err(node_status(NodeError::NoLeader)),
+            _ => Ok(()),
         }
     }
 
@@ -139,6 +176,7 @@ impl Kv for KvService {
         &self,
         req: tonic::Request<RangeRequest>,
     ) -> Result<tonic::Response<RangeResponse>, Status> {
+        self.0.check_leader(req.metadata()).await?;
         let req = req.into_inner();
         check_range(&req).map_err(mvcc_status)?;
         match self.0.ask(|tx| Command::Read(req, tx)).await? {
@@ -151,6 +189,7 @@ impl Kv for KvService {
         &self,
         req: tonic::Request<PutRequest>,
     ) -> Result<tonic::Response<PutResponse>, Status> {
+        self.0.check_leader(req.metadata()).await?;
         let req = req.into_inner();
         check_put(&req).map_err(mvcc_status)?;
         match self.0.propose(Request::Put(req)).await? {
@@ -163,6 +202,7 @@ impl Kv for KvService {
         &self,
         req: tonic::Request<DeleteRangeRequest>,
     ) -> Result<tonic::Response<DeleteRangeResponse>, Status> {
+        self.0.check_leader(req.metadata()).await?;
         let req = req.into_inner();
         check_delete(&req).map_err(mvcc_status)?;
         match self.0.propose(Request::DeleteRange(req)).await? {
@@ -175,6 +215,7 @@ impl Kv for KvService {
         &self,
         req: tonic::Request<TxnRequest>,
     ) -> Result<tonic::Response<TxnResponse>, Status> {
+        self.0.check_leader(req.metadata()).await?;
         let req = req.into_inner();
         check_txn(&req, self.0.max_txn_ops).map_err(mvcc_status)?;
         match self.0.propose(Request::Txn(req)).await? {
@@ -187,6 +228,7 @@ impl Kv for KvService {
         &self,
         req: tonic::Request<CompactionRequest>,
     ) -> Result<tonic::Response<CompactionResponse>, Status> {
+        self.0.check_leader(req.metadata()).await?;
         match self
             .0
             .propose(Request::Compaction(req.into_inner()))
@@ -205,8 +247,9 @@ pub struct MaintenanceService(pub Handle);
 impl Maintenance for MaintenanceService {
     async fn status(
         &self,
-        _req: tonic::Request<StatusRequest>,
+        req: tonic::Request<StatusRequest>,
     ) -> Result<tonic::Response<StatusResponse>, Status> {
+        self.0.check_leader(req.metadata()).await?;
         let (tx, rx) = oneshot::channel();
         self.0
             .commands
@@ -231,6 +274,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: tonic::Request<HashKvRequest>,
     ) -> Result<tonic::Response<HashKvResponse>, Status> {
+        self.0.check_leader(req.metadata()).await?;
         let (tx, rx) = oneshot::channel();
         let rev = req.into_inner().revision;
         self.0
@@ -255,8 +299,9 @@ pub struct ClusterService(pub Handle);
 impl Cluster for ClusterService {
     async fn member_list(
         &self,
-        _req: tonic::Request<MemberListRequest>,
+        req: tonic::Request<MemberListRequest>,
     ) -> Result<tonic::Response<MemberListResponse>, Status> {
+        self.0.check_leader(req.metadata()).await?;
         let (tx, rx) = oneshot::channel();
         self.0
             .commands
@@ -294,8 +339,9 @@ pub struct HealthService(pub Handle);
 impl Health for HealthService {
     async fn check(
         &self,
-        _req: tonic::Request<HealthCheckRequest>,
+        req: tonic::Request<HealthCheckRequest>,
     ) -> Result<tonic::Response<HealthCheckResponse>, Status> {
+        self.0.check_leader(req.metadata()).await?;
         let (tx, rx) = oneshot::channel();
         self.0
             .commands
@@ -336,12 +382,26 @@ impl Watch for WatchService {
         &self,
         req: tonic::Request<tonic::Streaming<WatchRequest>>,
     ) -> Result<tonic::Response<Self::WatchStream>, Status> {
+        // etcd refuses a new stream at once when it asks for a leader and
+        // there is none; one that gets a leader is ended when it is lost.
+        self.0.check_leader(req.metadata()).await?;
+        let (ended_tx, ended) = match requires_leader(req.metadata()) {
+            true => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            false => (None, None),
+        };
         let mut incoming = req.into_inner();
         let stream = self.0.next_watch_stream.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(WATCH_STREAM_BUFFER);
         let commands = self.0.commands.clone();
+        let out = WatchStreamOut {
+            responses: tx,
+            ended: ended_tx,
+        };
         commands
-            .send(Command::WatchOpen(stream, tx))
+            .send(Command::WatchOpen(stream, out))
             .await
             .map_err(|_| stopping())?;
         tokio::spawn(async move {
@@ -362,13 +422,38 @@ impl Watch for WatchService {
                 }
             }
         });
-        let out =
-            futures::stream::unfold(
-                rx,
-                |mut rx| async move { rx.recv().await.map(|r| (Ok(r), rx)) },
-            );
-        Ok(tonic::Response::new(Box::pin(out)))
+        Ok(tonic::Response::new(watch_responses(rx, ended)))
     }
+}
+
+/// A watch stream's responses as gRPC sends them: what the loop queued, and,
+/// if the loop ends the stream with an error (no leader), that error, after
+/// which the stream is over. Responses still queued then are dropped, as etcd
+/// drops them when it cancels the stream's context.
+fn watch_responses(
+    rx: mpsc::Receiver<WatchResponse>,
+    ended: Option<oneshot::Receiver<NodeError>>,
+) -> ResponseStream<WatchResponse> {
+    // The state is `None` once the error is out: nothing follows it.
+    Box::pin(futures::stream::unfold(
+        Some((rx, ended)),
+        |state| async move {
+            let (mut rx, mut ended) = state?;
+            let Some(why) = ended.as_mut() else {
+                return rx.recv().await.map(|r| (Ok(r), Some((rx, None))));
+            };
+            tokio::select! {
+                biased;
+                why = why => match why {
+                    Ok(e) => Some((Err(node_status(e)), None)),
+                    // The loop dropped the stream without a reason: what it
+                    // sent is still delivered, then the stream ends.
+                    Err(_) => rx.recv().await.map(|r| (Ok(r), Some((rx, None)))),
+                },
+                r = rx.recv() => r.map(|r| (Ok(r), Some((rx, ended)))),
+            }
+        },
+    ))
 }
 
 /// etcd's Lease service. Grants, revokes and keep-alives go through raft;
@@ -383,6 +468,7 @@ impl Lease for LeaseService {
         &self,
         req: tonic::Request<LeaseGrantRequest>,
     ) -> Result<tonic::Response<LeaseGrantResponse>, Status> {
+        self.0.check_leader(req.metadata()).await?;
         let req = req.into_inner();
         if req.ttl > MAX_TTL {
             return Err(lease_status(LeaseError::TtlTooLarge));
@@ -397,6 +483,7 @@ impl Lease for LeaseService {
         &self,
         req: tonic::Request<LeaseRevokeRequest>,
     ) -> Result<tonic::Response<LeaseRevokeResponse>, Status> {
+        self.0.check_leader(req.metadata()).await?;
         match self
             .0
             .propose(Request::LeaseRevoke(req.into_inner()))
@@ -411,6 +498,7 @@ impl Lease for LeaseService {
         &self,
         req: tonic::Request<tonic::Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<tonic::Response<Self::LeaseKeepAliveStream>, Status> {
+        self.0.check_leader(req.metadata()).await?;
         let mut incoming = req.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let handle = self.0.clone();
@@ -435,6 +523,7 @@ impl Lease for LeaseService {
         &self,
         req: tonic::Request<LeaseTimeToLiveRequest>,
     ) -> Result<tonic::Response<LeaseTimeToLiveResponse>, Status> {
+        self.0.check_leader(req.metadata()).await?;
         let (tx, rx) = oneshot::channel();
         self.0
             .commands
@@ -446,8 +535,9 @@ impl Lease for LeaseService {
 
     async fn lease_leases(
         &self,
-        _req: tonic::Request<LeaseLeasesRequest>,
+        req: tonic::Request<LeaseLeasesRequest>,
     ) -> Result<tonic::Response<LeaseLeasesResponse>, Status> {
+        self.0.check_leader(req.metadata()).await?;
         let (tx, rx) = oneshot::channel();
         self.0
             .commands

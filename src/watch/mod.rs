@@ -40,6 +40,19 @@
 //!   queued, so every event `<= H` went before it. As in etcd 3.4 it has
 //!   watch ID -1 and speaks for every watcher of the stream (a stream with
 //!   none gets one too); periodic notifications name their watcher.
+//!
+//! # Streams that require a leader
+//!
+//! A stream opened with etcd's `hasleader` metadata
+//! ([`WatchHub::open_requiring_leader`]; kube-apiserver opens every watch
+//! this way, through clientv3's `WithRequireLeader`) must not stay open,
+//! silent, on a member that has lost its leader: its client would never
+//! learn that it sees no more writes. [`WatchHub::leader_tick`] counts the
+//! ticks the member has gone without a leader; once they reach
+//! `no_leader_cancel_ticks` (etcd's three election timeouts), every such
+//! stream is dropped and handed back to the driver, which ends it with
+//! `etcdserver: no leader`. Streams opened without it are left alone, as in
+//! etcd.
 
 #[cfg(test)]
 mod tests;
@@ -72,6 +85,9 @@ pub struct WatchConfig {
     pub progress_notify_ticks: u64,
     /// A fragmenting watcher's responses stay under this many bytes.
     pub max_response_bytes: usize,
+    /// Ticks without a leader after which streams that require one are
+    /// ended (etcd: three election timeouts, `maxNoLeaderCnt`).
+    pub no_leader_cancel_ticks: u64,
 }
 
 impl Default for WatchConfig {
@@ -81,6 +97,7 @@ impl Default for WatchConfig {
             catch_up_batch: 1024,
             progress_notify_ticks: 6000,
             max_response_bytes: 1536 * 1024,
+            no_leader_cancel_ticks: 30,
         }
     }
 }
@@ -155,6 +172,8 @@ struct Stream {
     cursor: i64,
     /// A progress request waits for an answer.
     progress_wanted: bool,
+    /// Opened with `hasleader`: ended once the member has no leader.
+    require_leader: bool,
 }
 
 /// See the module docs.
@@ -167,6 +186,8 @@ pub struct WatchHub {
     ticks: u64,
     /// The store's current revision as of the last call that saw the store.
     current: i64,
+    /// Consecutive ticks the member has had no leader.
+    ticks_without_leader: u64,
 }
 
 fn header(revision: i64) -> Option<ResponseHeader> {
@@ -187,6 +208,37 @@ impl WatchHub {
     /// Registers a stream the driver numbered `stream`.
     pub fn open(&mut self, stream: u64) {
         self.streams.entry(stream).or_default();
+    }
+
+    /// Registers a stream whose client asked for a leader (`hasleader`): it
+    /// is ended by [`WatchHub::leader_tick`] when the member has none.
+    pub fn open_requiring_leader(&mut self, stream: u64) {
+        self.streams.entry(stream).or_default().require_leader = true;
+    }
+
+    /// One tick of the member's leadership: `has_leader` says whether it
+    /// knows a leader now. After `no_leader_cancel_ticks` ticks in a row
+    /// without one, drops every stream opened requiring a leader and returns
+    /// their numbers, for the driver to end with `etcdserver: no leader`;
+    /// any such stream still open on a later leaderless tick goes too.
+    #[must_use]
+    pub fn leader_tick(&mut self, has_leader: bool) -> Vec<u64> {
+        if has_leader {
+            self.ticks_without_leader = 0;
+            return Vec::new();
+        }
+        self.ticks_without_leader += 1;
+        if self.ticks_without_leader < self.cfg.no_leader_cancel_ticks.max(1) {
+            return Vec::new();
+        }
+        let ended: Vec<u64> = (self.streams.iter())
+            .filter(|(_, st)| st.require_leader)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ended {
+            self.streams.remove(id);
+        }
+        ended
     }
 
     /// Drops a stream and its watchers.

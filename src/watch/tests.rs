@@ -296,3 +296,38 @@ fn a_watcher_starting_in_the_future_stays_there_through_a_store_replacement() {
     let revs: Vec<i64> = events(&drain(&mut hub, 1)).iter().map(|e| e.1).collect();
     assert_eq!(revs, [5, 6, 7]);
 }
+
+#[test]
+fn streams_requiring_a_leader_end_after_the_configured_leaderless_ticks() {
+    let cfg = WatchConfig {
+        no_leader_cancel_ticks: 3,
+        ..Default::default()
+    };
+    let (mut store, mut hub) = (Store::new(), WatchHub::new(cfg));
+    hub.open(1);
+    hub.open_requiring_leader(2);
+    hub.open_requiring_leader(3);
+    for stream in 1..=3 {
+        hub.request(stream, create("k", "", 0), &store);
+    }
+    // Leaderless ticks count only in a row: a leader seen again resets them.
+    assert!(hub.leader_tick(false).is_empty());
+    assert!(hub.leader_tick(false).is_empty());
+    assert!(hub.leader_tick(true).is_empty());
+    assert!(hub.leader_tick(false).is_empty());
+    assert!(hub.leader_tick(false).is_empty());
+    assert_eq!(hub.leader_tick(false), [2, 3]);
+    assert_eq!(
+        hub.watchers(),
+        1,
+        "only the stream without hasleader is left"
+    );
+    // A stream opened requiring a leader while there is still none goes at
+    // the next leaderless tick; the other stream keeps its events.
+    hub.open_requiring_leader(4);
+    assert_eq!(hub.leader_tick(false), [4]);
+    drain(&mut hub, 1);
+    put(&mut store, &mut hub, "k", "v");
+    assert_eq!(events(&drain(&mut hub, 1)), [(0, 2, "k".to_string())]);
+    assert!(hub.leader_tick(true).is_empty());
+}
