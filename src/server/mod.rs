@@ -205,6 +205,8 @@ pub async fn serve_on<D: Disk + 'static>(
             // As etcd: the limit plus gRPC overhead.
             max_response_bytes: cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
             progress_notify_ticks: cfg.progress_notify_ticks(),
+            // etcd ends hasleader watches after three election timeouts.
+            no_leader_cancel_ticks: 3 * cfg.election_ticks() as u64,
             ..Default::default()
         }),
         watch_streams: BTreeMap::new(),
