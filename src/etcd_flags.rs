@@ -309,9 +309,8 @@ pub fn extend(cmd: Command) -> Command {
 pub fn check(matches: &ArgMatches) -> Result<Vec<String>, String> {
     let mut warnings = Vec::new();
     for f in FLAGS {
-        if matches.value_source(f.name).is_none()
-            || matches.value_source(f.name) == Some(clap::parser::ValueSource::DefaultValue)
-        {
+        // None of these flags has a default: a source means it was given.
+        if matches.value_source(f.name).is_none() {
             continue;
         }
         if f.boolean && matches.get_one::<bool>(f.name) == Some(&false) {

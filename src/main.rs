@@ -16,8 +16,8 @@ mod etcd_flags;
 
 use cairn::disk::FsDisk;
 use cairn::server::config::{
-    parse_initial_cluster, parse_url, split_list, validate_raft_timing, ClusterState, ConfigError,
-    ServerConfig,
+    parse_go_duration, parse_initial_cluster, parse_url, split_list, validate_raft_timing,
+    ClusterState, ConfigError, ServerConfig,
 };
 use cairn::storage::{recover, SNAP_DIR, WAL_DIR};
 use cairn::wal::WalOptions;
@@ -144,7 +144,7 @@ struct ServeArgs {
     #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
     election_timeout: u64,
     /// Duration of periodic watch progress notifications (etcd's default 10m; below 100ms is raised to 100ms).
-    #[arg(long, env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m", value_parser = go_duration)]
+    #[arg(long, env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m", value_parser = parse_go_duration)]
     experimental_watch_progress_notify_interval: Duration,
     /// etcd 3.5's name for --snapshot-catchup-entries.
     #[arg(long, env = "ETCD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES")]
@@ -164,11 +164,6 @@ struct ServeArgs {
     /// Logger: zap (the only one etcd 3.5 has; cairn logs its own way).
     #[arg(long, env = "ETCD_LOGGER", default_value = "zap", value_parser = ["zap", "capnslog"])]
     logger: String,
-}
-
-/// clap's parser for etcd's duration flags.
-fn go_duration(text: &str) -> Result<Duration, String> {
-    cairn::server::config::parse_go_duration(text)
 }
 
 impl ServeArgs {
