@@ -70,7 +70,7 @@ mod imp {
     }
 
     fn router() -> tonic::transport::server::Router<cairn::server::ClientLayers> {
-        cairn::server::client_server_builder().add_service(KvServer::new(Stub))
+        cairn::server::client_server_builder(&Default::default()).add_service(KvServer::new(Stub))
     }
 
     /// Puts through one connection; the latency of each, in microseconds.

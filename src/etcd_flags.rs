@@ -60,7 +60,8 @@ const HTTP: &str =
     "cairn does not serve the HTTP side of the client port yet (gateway, /metrics, /health)";
 const AUTH: &str = "cairn has no authentication yet; the flag matters only once auth is enabled";
 const NO_MEMBERSHIP: &str = "cairn's membership is fixed at bootstrap (no member add/remove yet)";
-const LOGGING: &str = "cairn logs to stderr only";
+const LOGGING: &str =
+    "cairn does not rotate its log files (use logrotate with copytruncate, or the journal)";
 const CORRUPTION: &str = "cairn has no corruption check against peers yet (every WAL record and snapshot is checksummed)";
 const NOT_NEEDED: &str = "cairn has no such tuning knob";
 
@@ -74,39 +75,14 @@ pub const FLAGS: &[Flag] = &[
         "cairn keeps its WAL under --data-dir (data-dir/wal)",
     ),
     warn("initial-election-tick-advance", true, NOT_NEEDED),
-    warn(
-        "max-snapshots",
-        false,
-        "cairn keeps the newest valid snapshot and removes older ones",
-    ),
-    warn(
-        "max-wals",
-        false,
-        "cairn removes the WAL segments a saved snapshot covers",
-    ),
     warn("backend-bbolt-freelist-type", false, BBOLT),
     warn("backend-batch-interval", false, BBOLT),
     warn("backend-batch-limit", false, BBOLT),
-    warn(
-        "max-concurrent-streams",
-        false,
-        "cairn does not limit gRPC streams per client yet",
-    ),
     warn("enable-grpc-gateway", true, HTTP),
     warn(
         "grpc-keepalive-min-time",
         false,
-        "cairn does not enforce a client ping policy yet",
-    ),
-    warn(
-        "grpc-keepalive-interval",
-        false,
-        "cairn does not ping idle clients yet",
-    ),
-    warn(
-        "grpc-keepalive-timeout",
-        false,
-        "cairn does not ping idle clients yet",
+        "cairn's HTTP/2 server (h2) answers client pings at any rate; it never sends too_many_pings",
     ),
     warn("socket-reuse-port", true, NOT_NEEDED),
     warn("socket-reuse-address", true, NOT_NEEDED),
@@ -172,7 +148,6 @@ pub const FLAGS: &[Flag] = &[
     warn("metrics", false, HTTP),
     warn("listen-metrics-urls", false, HTTP),
     // Logging.
-    warn("log-outputs", false, LOGGING),
     warn("enable-log-rotation", true, LOGGING),
     warn("log-rotation-config-json", false, LOGGING),
     // Distributed tracing.
@@ -254,11 +229,6 @@ pub const FLAGS: &[Flag] = &[
         true,
         "--force-new-cluster is not implemented yet",
     ),
-    warn(
-        "unsafe-no-fsync",
-        true,
-        "cairn always fsyncs (it stays durable)",
-    ),
     // etcd 3.4 flags that 3.5 removed.
     warn("debug", true, "use --log-level=debug"),
     warn(
@@ -266,7 +236,11 @@ pub const FLAGS: &[Flag] = &[
         false,
         "use RUST_LOG to set levels per module",
     ),
-    warn("log-output", false, LOGGING),
+    warn(
+        "log-output",
+        false,
+        "use --log-outputs (etcd 3.5 removed --log-output)",
+    ),
     warn("experimental-backend-bbolt-freelist-type", false, BBOLT),
 ];
 

@@ -13,13 +13,15 @@
 mod bench;
 mod config_file;
 mod etcd_flags;
+#[cfg(not(madsim))]
+mod logging;
 
 use cairn::disk::FsDisk;
 use cairn::server::config::{
     parse_go_duration, parse_initial_cluster, parse_url, split_list, validate_raft_timing,
-    ClusterState, ConfigError, ServerConfig,
+    ClusterState, ConfigError, GrpcOptions, ServerConfig,
 };
-use cairn::storage::{recover, SNAP_DIR, WAL_DIR};
+use cairn::storage::{recover, StorageOptions, SNAP_DIR, WAL_DIR};
 use cairn::wal::WalOptions;
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -164,6 +166,31 @@ struct ServeArgs {
     /// Logger: zap (the only one etcd 3.5 has; cairn logs its own way).
     #[arg(long, env = "ETCD_LOGGER", default_value = "zap", value_parser = ["zap", "capnslog"])]
     logger: String,
+    /// Log format: json (zap's fields) or console [default: console on a terminal, json otherwise].
+    #[arg(long, env = "ETCD_LOG_FORMAT", value_parser = ["json", "console"])]
+    log_format: Option<String>,
+    /// Where logs go: default, stderr, stdout, journal (stderr) or file paths, comma-separated.
+    #[arg(long, env = "ETCD_LOG_OUTPUTS", default_value = "default")]
+    log_outputs: String,
+    /// Snapshot files to keep (0 is unlimited). Each holds the whole state, so fewer than etcd's 5.
+    #[arg(long, env = "ETCD_MAX_SNAPSHOTS", default_value_t = cairn::snap::DEFAULT_KEEP)]
+    max_snapshots: usize,
+    /// WAL segment files to keep once a snapshot covers them (0 is unlimited).
+    #[arg(long, env = "ETCD_MAX_WALS", default_value_t = 5)]
+    max_wals: usize,
+    /// Ping a client connection idle this long (0 disables).
+    #[arg(long, env = "ETCD_GRPC_KEEPALIVE_INTERVAL", default_value = "2h", value_parser = parse_go_duration)]
+    grpc_keepalive_interval: Duration,
+    /// Close a client connection whose ping is unanswered this long.
+    #[arg(long, env = "ETCD_GRPC_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = parse_go_duration)]
+    grpc_keepalive_timeout: Duration,
+    /// Concurrent gRPC streams per client connection.
+    #[arg(long, env = "ETCD_MAX_CONCURRENT_STREAMS", default_value_t = u32::MAX)]
+    max_concurrent_streams: u32,
+    /// UNSAFE: skip fsync. Acknowledged writes can be lost on power loss; for tests only.
+    #[arg(long, env = "ETCD_UNSAFE_NO_FSYNC", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false", value_parser = clap::value_parser!(bool))]
+    unsafe_no_fsync: bool,
 }
 
 impl ServeArgs {
@@ -211,6 +238,19 @@ impl ServeArgs {
                 &self.auto_compaction_mode,
                 &self.auto_compaction_retention,
             )?,
+            storage: StorageOptions {
+                wal: WalOptions {
+                    max_segments: self.max_wals,
+                    ..WalOptions::default()
+                },
+                max_snapshots: self.max_snapshots,
+                unsafe_no_fsync: self.unsafe_no_fsync,
+            },
+            grpc: GrpcOptions::from_flags(
+                self.grpc_keepalive_interval,
+                self.grpc_keepalive_timeout,
+                self.max_concurrent_streams,
+            ),
             tick_interval: Duration::from_millis(self.heartbeat_interval),
             faults: Default::default(),
         })
@@ -366,11 +406,15 @@ fn log_filter(level: &str) -> tracing_subscriber::EnvFilter {
 
 #[cfg(not(madsim))]
 fn serve(args: &ServeArgs, warnings: &[String]) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(log_filter(&args.log_level))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let outputs = split_list(&args.log_outputs);
+    if let Err(e) = logging::init(
+        log_filter(&args.log_level),
+        args.log_format.as_deref(),
+        &outputs,
+    ) {
+        eprintln!("cairn: {e}");
+        return ExitCode::FAILURE;
+    }
     for w in warnings {
         tracing::warn!("{w}");
     }
@@ -390,9 +434,16 @@ fn serve(args: &ServeArgs, warnings: &[String]) -> ExitCode {
         listen_client_urls = %args.listen_client_urls, advertise_client_urls = %args.advertise_client_urls,
         listen_peer_urls = %args.listen_peer_urls, initial_advertise_peer_urls = %args.initial_advertise_peer_urls,
         heartbeat_interval_ms = args.heartbeat_interval, election_timeout_ms = args.election_timeout,
-        fsync = "on (every acknowledged write is on disk)",
+        fsync = if cfg.storage.unsafe_no_fsync { "OFF (--unsafe-no-fsync)" } else { "on (every acknowledged write is on disk)" },
+        max_wals = cfg.storage.wal.max_segments, max_snapshots = cfg.storage.max_snapshots,
         "starting cairn"
     );
+    if cfg.storage.unsafe_no_fsync {
+        tracing::warn!(
+            "--unsafe-no-fsync: cairn does not fsync its WAL or snapshots; a power loss or kernel crash can lose acknowledged \
+             writes and break the cluster's guarantees. Use it for tests only"
+        );
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -439,7 +490,7 @@ fn check(data_dir: &Path) -> Result<(), cairn::Error> {
         let dir = data_dir.join(sub);
         FsDisk::open(&dir).map_err(|e| cairn::Error::io("open", dir.display().to_string(), e))
     };
-    let (wal, _snaps, rec) = recover(open(WAL_DIR)?, open(SNAP_DIR)?, WalOptions::default())?;
+    let (wal, _snaps, rec) = recover(open(WAL_DIR)?, open(SNAP_DIR)?, &StorageOptions::default())?;
     println!("data dir      {}", data_dir.display());
     for (file, err) in &rec.rejected_snapshots {
         println!("rejected      snap/{file}: {err}");

@@ -39,6 +39,31 @@ pub const WAL_DIR: &str = "wal";
 /// Subdirectory of the data dir holding snapshots.
 pub const SNAP_DIR: &str = "snap";
 
+/// How a data directory is kept: etcd's `--max-wals`, `--max-snapshots` and
+/// `--unsafe-no-fsync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StorageOptions {
+    /// WAL layout and `--max-wals` ([`WalOptions::max_segments`]).
+    pub wal: WalOptions,
+    /// `--max-snapshots`: snapshot files kept; 0 keeps all. A cairn snapshot
+    /// holds the whole state (etcd's hold raft metadata beside a bbolt file),
+    /// so cairn's default is [`DEFAULT_KEEP`], not etcd's 5.
+    pub max_snapshots: usize,
+    /// `--unsafe-no-fsync`: the driver opens its disks without fsync. Not
+    /// durable: a power loss can lose acknowledged writes.
+    pub unsafe_no_fsync: bool,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        Self {
+            wal: WalOptions::default(),
+            max_snapshots: DEFAULT_KEEP,
+            unsafe_no_fsync: false,
+        }
+    }
+}
+
 /// Everything recovery found.
 #[derive(Debug)]
 pub struct Recovered {
@@ -57,16 +82,20 @@ pub struct Recovered {
 pub fn recover<D: Disk>(
     wal_disk: D,
     snap_disk: D,
-    wal_opts: WalOptions,
+    opts: &StorageOptions,
 ) -> Result<(Wal<D>, SnapStore<D>, Recovered)> {
-    let mut snaps = SnapStore::new(snap_disk, DEFAULT_KEEP);
+    let keep = match opts.max_snapshots {
+        0 => usize::MAX,
+        n => n,
+    };
+    let mut snaps = SnapStore::new(snap_disk, keep);
     let loaded = snaps.load_newest()?;
     let store = match &loaded.snapshot {
         Some((file, snap)) => store_from_snapshot(file, snap)?,
         None => Store::new(),
     };
     let from_index = loaded.snapshot.as_ref().map_or(0, |(_, s)| s.meta.index);
-    let (mut wal, wal_recovered) = Wal::open(wal_disk, wal_opts, from_index)?;
+    let (mut wal, wal_recovered) = Wal::open(wal_disk, opts.wal, from_index)?;
     if let Some((_, snap)) = &loaded.snapshot {
         if snap.meta.index > wal.last_index() {
             // The snapshot is durable but its WAL marker was lost with an

@@ -60,9 +60,19 @@ fn kubeadm_style_flags_start_a_serving_member() {
         if server == Server::Cairn {
             let log = std::fs::read_to_string(cluster.node(0).log_path()).unwrap();
             assert!(
-                log.contains("--max-wals has no effect in cairn"),
+                log.contains("--strict-reconfig-check has no effect in cairn"),
                 "a flag without effect is named at start:\n{log}"
             );
+            // The log is not a terminal: JSON lines, the start line with the
+            // retention the flags asked for.
+            let start = log
+                .lines()
+                .find(|l| l.contains("\"msg\":\"starting cairn\""))
+                .unwrap_or_else(|| panic!("no JSON start line:\n{log}"));
+            let start: serde_json::Value = serde_json::from_str(start).unwrap();
+            assert_eq!(start["max_wals"], 5, "{start}");
+            assert_eq!(start["max_snapshots"], 5, "{start}");
+            assert_eq!(start["level"], "info", "{start}");
         }
     }
 }

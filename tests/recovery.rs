@@ -8,7 +8,7 @@ use cairn::disk::MemDisk;
 use cairn::mvcc::Store;
 use cairn::proto::etcdserverpb::PutRequest;
 use cairn::snap::{SnapStore, Snapshot, SnapshotMeta};
-use cairn::storage::{recover, snapshot_data};
+use cairn::storage::{recover, snapshot_data, StorageOptions};
 use cairn::wal::{Entry, EntryKind, HardState, SnapshotMarker, Wal, WalOptions};
 use prost::Message;
 
@@ -38,8 +38,15 @@ fn replay(store: &mut Store, entries: &[Entry]) {
     }
 }
 
-fn opts() -> WalOptions {
-    WalOptions { segment_size: 4096 }
+fn opts() -> &'static StorageOptions {
+    &StorageOptions {
+        wal: WalOptions {
+            segment_size: 4096,
+            max_segments: 1,
+        },
+        max_snapshots: 2,
+        unsafe_no_fsync: false,
+    }
 }
 
 /// Saves a snapshot of `store` at `index`, marks it in the WAL and releases

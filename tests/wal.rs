@@ -48,8 +48,12 @@ fn hs(term: u64, vote: u64, commit: u64) -> HardState {
     HardState { term, vote, commit }
 }
 
+/// Small segments, and released ones removed down to the tail.
 fn small(segment_size: u64) -> WalOptions {
-    WalOptions { segment_size }
+    WalOptions {
+        segment_size,
+        max_segments: 1,
+    }
 }
 
 fn open(disk: &MemDisk, opts: WalOptions, from_index: u64) -> (Wal<MemDisk>, Recovered) {
@@ -334,6 +338,41 @@ fn release_to_removes_exactly_the_segments_wholly_below_the_index() {
         open_err(&disk, small(600), index),
         Error::Corrupt { .. }
     ));
+}
+
+#[test]
+fn max_segments_keeps_the_newest_released_segments_and_zero_keeps_all() {
+    for (max, want_left) in [(3usize, Some(3usize)), (0, None)] {
+        let disk = MemDisk::new();
+        let opts = WalOptions {
+            segment_size: 600,
+            max_segments: max,
+        };
+        let (mut wal, _) = open(&disk, opts, 0);
+        for i in 1..=40 {
+            wal.append(&[entry_sized(i, 1, 100)]).unwrap();
+            wal.set_hard_state(hs(1, 1, i)).unwrap();
+            wal.sync().unwrap();
+        }
+        let names = wal.segment_names();
+        assert!(names.len() > 5, "{names:?}");
+        wal.mark_snapshot(SnapshotMarker { index: 40, term: 1 })
+            .unwrap();
+        wal.sync().unwrap();
+        let names = wal.segment_names();
+        wal.release_to(40).unwrap();
+        let left = wal.segment_names();
+        match want_left {
+            Some(n) => assert_eq!(left[..], names[names.len() - n..], "--max-wals={max}"),
+            None => assert_eq!(left, names, "--max-wals=0 removes nothing"),
+        }
+        assert_eq!(disk.clone().list().unwrap(), left);
+        drop(wal);
+        disk.crash();
+        let (_, rec) = open(&disk, opts, 40);
+        assert_eq!(rec.snapshot, Some(SnapshotMarker { index: 40, term: 1 }));
+        assert_eq!(rec.entries, vec![]);
+    }
 }
 
 #[test]

@@ -195,6 +195,8 @@ fn server_config(i: usize, members: usize, skew: f64, faults: InjectedFaults) ->
         election_timeout: Duration::from_secs(1),
         watch_progress_notify_interval: Duration::from_secs(600),
         auto_compaction: None,
+        storage: Default::default(),
+        grpc: Default::default(),
         tick_interval: Duration::from_secs_f64(0.1 * skew),
         faults,
     }

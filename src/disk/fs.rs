@@ -19,6 +19,9 @@ pub struct FsDisk {
     /// Open handles for appending and syncing, by file name. Dropped on
     /// rename, remove and truncate so no stale handle outlives its file.
     handles: HashMap<String, File>,
+    /// Whether `sync` and `sync_dir` reach the disk. Off only for
+    /// `--unsafe-no-fsync`.
+    fsync: bool,
 }
 
 impl FsDisk {
@@ -35,7 +38,16 @@ impl FsDisk {
         Ok(Self {
             dir,
             handles: HashMap::new(),
+            fsync: true,
         })
+    }
+
+    /// With `false`, [`Disk::sync`] and [`Disk::sync_dir`] return at once
+    /// without fsync: writes reach the page cache only, and a power loss can
+    /// lose what was acknowledged (`--unsafe-no-fsync`).
+    pub fn with_fsync(mut self, fsync: bool) -> Self {
+        self.fsync = fsync;
+        self
     }
 
     /// The directory this disk lives in.
@@ -87,7 +99,12 @@ impl Disk for FsDisk {
     }
 
     fn sync(&mut self, name: &str) -> io::Result<()> {
-        self.handle(name)?.sync_data()
+        let fsync = self.fsync;
+        let file = self.handle(name)?;
+        if fsync {
+            file.sync_data()?;
+        }
+        Ok(())
     }
 
     fn truncate(&mut self, name: &str, len: u64) -> io::Result<()> {
@@ -124,6 +141,9 @@ impl Disk for FsDisk {
     }
 
     fn sync_dir(&mut self) -> io::Result<()> {
+        if !self.fsync {
+            return Ok(());
+        }
         File::open(&self.dir)?.sync_all()
     }
 }

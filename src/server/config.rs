@@ -45,11 +45,58 @@ pub struct ServerConfig {
     pub watch_progress_notify_interval: Duration,
     /// `--auto-compaction-mode` / `--auto-compaction-retention`; `None`: off.
     pub auto_compaction: Option<super::compactor::AutoCompaction>,
+    /// `--max-wals`, `--max-snapshots`, `--unsafe-no-fsync`.
+    pub storage: crate::storage::StorageOptions,
+    /// Keep-alive and stream limits of client gRPC connections.
+    pub grpc: GrpcOptions,
     /// Wall time per raft tick: `heartbeat_interval` unless a simulation
     /// skews a member's clock.
     pub tick_interval: Duration,
     /// Faults the simulator injects into the driver; none outside it.
     pub faults: InjectedFaults,
+}
+
+/// etcd's `--grpc-keepalive-interval`, `--grpc-keepalive-timeout` and
+/// `--max-concurrent-streams`, for client connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcOptions {
+    /// Ping a client connection after it has been idle this long; `None`
+    /// (`0` on the command line) never pings.
+    pub keepalive_interval: Option<Duration>,
+    /// Close a connection whose ping is not answered within this.
+    pub keepalive_timeout: Duration,
+    /// Concurrent streams one client connection may open.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for GrpcOptions {
+    /// etcd's defaults: a ping after 2 h idle, 20 s to answer it, no
+    /// stream limit short of HTTP/2's.
+    fn default() -> Self {
+        Self {
+            keepalive_interval: Some(Duration::from_secs(2 * 60 * 60)),
+            keepalive_timeout: Duration::from_secs(20),
+            max_concurrent_streams: u32::MAX,
+        }
+    }
+}
+
+impl GrpcOptions {
+    /// From the flags' values. Zero turns pings off (etcd's help: "0 to
+    /// disable"); an interval under 1 s is raised to 1 s and a zero timeout
+    /// means the default, as grpc-go does under etcd.
+    pub fn from_flags(interval: Duration, timeout: Duration, max_streams: u32) -> Self {
+        let default = Self::default();
+        Self {
+            keepalive_interval: (!interval.is_zero()).then(|| interval.max(Duration::from_secs(1))),
+            keepalive_timeout: if timeout.is_zero() {
+                default.keepalive_timeout
+            } else {
+                timeout
+            },
+            max_concurrent_streams: max_streams,
+        }
+    }
 }
 
 /// Faults injected into the driver by the simulator. The default, which

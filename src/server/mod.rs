@@ -35,9 +35,8 @@ use crate::proto::etcdserverpb::{
 };
 use crate::proto::health::health_server::HealthServer;
 use crate::storage::{self, SNAP_DIR, WAL_DIR};
-use crate::wal::WalOptions;
 use crate::watch::{WatchConfig, WatchHub};
-use config::{ConfigError, ServerConfig};
+use config::{ConfigError, GrpcOptions, ServerConfig};
 use peer::{PeerService, Transport};
 use raft_loop::RaftLoop;
 use services::{
@@ -83,7 +82,9 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let open = |sub: &str| {
         let dir = cfg.data_dir.join(sub);
-        FsDisk::open(&dir).map_err(|e| crate::Error::io("open", dir.display().to_string(), e))
+        FsDisk::open(&dir)
+            .map(|d| d.with_fsync(!cfg.storage.unsafe_no_fsync))
+            .map_err(|e| crate::Error::io("open", dir.display().to_string(), e))
     };
     let (wal_disk, snap_disk) = (open(WAL_DIR)?, open(SNAP_DIR)?);
     let seed = std::time::SystemTime::now()
@@ -140,7 +141,7 @@ pub async fn serve_on<D: Disk + 'static>(
 ) -> Result<(), ServeError> {
     let me = cfg.me()?;
     let members = cfg.members();
-    let (wal, snaps, recovered) = storage::recover(wal_disk, snap_disk, WalOptions::default())?;
+    let (wal, snaps, recovered) = storage::recover(wal_disk, snap_disk, &cfg.storage)?;
     for (file, err) in &recovered.rejected_snapshots {
         tracing::warn!(file, error = %err, "rejected a damaged snapshot");
     }
@@ -250,12 +251,13 @@ pub async fn serve_on<D: Disk + 'static>(
         }));
     }
     let max_msg = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let grpc = cfg.grpc;
     for addr in cfg.listen_client.iter().copied() {
         let h = handle.clone();
         let mut stop = stop_rx.clone();
         let failed = failed_tx.clone();
         servers.push(tokio::spawn(async move {
-            let router = client_server_builder()
+            let router = client_server_builder(&grpc)
                 .add_service(KvServer::new(KvService(h.clone())).max_decoding_message_size(max_msg))
                 .add_service(MaintenanceServer::new(MaintenanceService(h.clone())))
                 .add_service(ClusterServer::new(ClusterService(h.clone())))
@@ -340,13 +342,18 @@ pub type ClientLayers = tower::layer::util::Stack<
 /// answer to an oversized message into etcd's (see [`etcd_size_error`]);
 /// madsim's simulated server takes no layers.
 #[cfg(not(madsim))]
-pub fn client_server_builder() -> tonic::transport::Server<ClientLayers> {
+pub fn client_server_builder(grpc: &GrpcOptions) -> tonic::transport::Server<ClientLayers> {
     let rewrite: fn(HttpResponse) -> HttpResponse = etcd_size_error;
-    tonic::transport::Server::builder().layer(tower::util::MapResponseLayer::new(rewrite))
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(grpc.keepalive_interval)
+        .http2_keepalive_timeout(Some(grpc.keepalive_timeout))
+        .max_concurrent_streams(grpc.max_concurrent_streams)
+        .layer(tower::util::MapResponseLayer::new(rewrite))
 }
 
+/// The simulated network has no HTTP/2 to tune.
 #[cfg(madsim)]
-fn client_server_builder() -> tonic::transport::Server {
+fn client_server_builder(_grpc: &GrpcOptions) -> tonic::transport::Server {
     tonic::transport::Server::builder()
 }
 

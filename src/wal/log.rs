@@ -237,7 +237,8 @@ impl<D: Disk> Wal<D> {
     }
 
     /// Removes the oldest segments whose entries all have index `<= index`,
-    /// as long as a later segment is on disk (the tail is never removed, and
+    /// down to [`WalOptions::max_segments`] on disk, as long as a later
+    /// segment is on disk (the tail is never removed, and
     /// neither is a segment whose successor has not been created yet). Only
     /// a prefix is removed, so the sequence keeps no holes: a segment with a
     /// higher entry blocks those after it. Each removal is made durable
@@ -256,6 +257,11 @@ impl<D: Disk> Wal<D> {
             );
             count += 1;
         }
+        let on_disk = self.segments.iter().filter(|s| s.on_disk).count();
+        count = match self.opts.max_segments {
+            0 => 0,
+            max => count.min(on_disk.saturating_sub(max)),
+        };
         for _ in 0..count {
             let name = self.segments[0].name.clone();
             let result = self

@@ -162,12 +162,20 @@ pub struct WalOptions {
     /// The size in bytes a segment may reach before the log rotates to a new
     /// one. A segment exceeds it only when a single record is larger.
     pub segment_size: u64,
+    /// `--max-wals`: [`Wal::release_to`] removes released segments only while
+    /// more than this many are on disk, so the newest ones stay for
+    /// inspection as etcd keeps them; 0 keeps every segment. A segment that
+    /// holds entries after the release point is never removed, whatever
+    /// this says.
+    pub max_segments: usize,
 }
 
 impl Default for WalOptions {
+    /// etcd's: 64 MiB segments, at most 5 kept.
     fn default() -> Self {
         Self {
             segment_size: 64 * 1024 * 1024,
+            max_segments: 5,
         }
     }
 }
