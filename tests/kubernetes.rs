@@ -370,3 +370,49 @@ async fn compaction_and_relist_as_kube_apiserver_does_them() {
         );
     }
 }
+
+/// kubeadm runs etcd with `--experimental-watch-progress-notify-interval=5s`
+/// (here 1 s, to keep the test short): an idle watcher that asked for
+/// progress notifications gets an empty response at about that interval,
+/// whose header carries the store's current revision (writes to other keys
+/// included), which kube-apiserver uses to keep its cache's revision fresh.
+/// A watcher that did not ask gets none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_notifications_at_the_configured_interval() {
+    for server in Server::reference_and_cairn() {
+        let flags = ["--experimental-watch-progress-notify-interval=1s"];
+        let c = block_in_place(|| Cluster::start(server, 1, &flags));
+        let mut client = client_of(&c, 0, false).await;
+        let opts = WatchOptions::new().with_progress_notify();
+        let mut w = client
+            .watch("/registry/idle", Some(opts))
+            .await
+            .expect("watch");
+        assert!(next_watch_response(server, &mut w, WAIT).await.created());
+        let mut quiet = watch_created(server, &mut client, "/registry/quiet").await;
+        client.put("/registry/other", "x", None).await.expect("put");
+        let rev = block_in_place(|| revision(&c));
+        let mut at = Vec::new();
+        while at.len() < 3 {
+            let r = next_watch_response(server, &mut w, WAIT).await;
+            assert!(r.events().is_empty() && !r.canceled(), "[{server:?}] {r:?}");
+            assert_eq!(
+                r.header().map(|h| h.revision()),
+                Some(rev),
+                "[{server:?}] a progress notification carries the current revision"
+            );
+            at.push(Instant::now());
+        }
+        for gap in at.windows(2).map(|p| p[1] - p[0]) {
+            assert!(
+                gap > Duration::from_millis(500) && gap < Duration::from_millis(2500),
+                "[{server:?}] notifications {gap:?} apart, want about 1 s"
+            );
+        }
+        let none = tokio::time::timeout(Duration::from_millis(2500), quiet.message()).await;
+        assert!(
+            none.is_err(),
+            "[{server:?}] the watcher without progress_notify got {none:?}"
+        );
+    }
+}
