@@ -25,6 +25,8 @@ pub mod h2shim;
 pub mod peer;
 pub mod raft_loop;
 pub mod services;
+#[cfg(not(madsim))]
+pub mod tls;
 
 use crate::disk::{Disk, FsDisk};
 use crate::node::{convert, Node, NodeConfig};

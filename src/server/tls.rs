@@ -1,0 +1,445 @@
+//! TLS for the client and peer ports: etcd's `--cert-file`, `--key-file`,
+//! `--trusted-ca-file`, `--client-cert-auth` (and their `--peer-*` twins),
+//! `--cipher-suites`, `--tls-min-version` and `--tls-max-version`, over
+//! rustls.
+//!
+//! # What it owns
+//!
+//! [`TlsFiles`] names one port's certificate, key and CA; [`TlsSettings`]
+//! the protocol versions and TLS 1.2 cipher suites both ports share (etcd
+//! applies `--cipher-suites` and the version flags to both). From them a
+//! [`Reloading`] builds rustls configurations and keeps them current:
+//!
+//! - **Reload without restart.** Before a handshake, at most once every
+//!   [`RELOAD_CHECK`], it compares each file's modification time and length
+//!   with what it last loaded; if one changed it builds a new configuration
+//!   and uses it for every later handshake. Connections already open keep the
+//!   session they negotiated: nothing is dropped, and a revoked client stays
+//!   connected until it reconnects. The CA is reloaded the same way (etcd
+//!   reloads only the certificate, per handshake, and never the CA:
+//!   etcd#11555).
+//! - **A bad file never takes the port down.** A reload that fails (a
+//!   half-written file, a key that does not match) is logged and the last
+//!   good configuration stays; the files are tried again at the next check.
+//!   At start, a bad file is an error: the member does not start.
+//!
+//! # Rules, as etcd's
+//!
+//! - With a trusted CA, or `--client-cert-auth`, a client must present a
+//!   certificate that CA signed; the handshake fails otherwise (etcd's
+//!   `RequireAndVerifyClientCert` whenever `TrustedCAFile != ""`).
+//! - TLS 1.2 is the lowest version offered unless `--tls-min-version` says
+//!   1.3; `--cipher-suites` (Go's names) restricts the TLS 1.2 suites, and
+//!   TLS 1.3's suites are always on (Go cannot configure them either).
+//! - ALPN offers `h2` and `http/1.1`: gRPC and the HTTP side of the client
+//!   port share the listener behind TLS as without it.
+// Driver code: it reads certificate files and the clock (for the reload
+// check), which the crate's clippy.toml keeps out of the sans-IO core.
+#![allow(clippy::disallowed_methods)]
+
+use super::config::ConfigError;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::rustls::{self, crypto::CryptoProvider, pki_types};
+
+/// How often the files are looked at for a change, at most.
+pub const RELOAD_CHECK: Duration = Duration::from_secs(1);
+/// How long a TLS handshake may take before the connection is dropped, so a
+/// client that connects and sends nothing holds nothing for long.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One port's certificate files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// `--cert-file`: the certificate chain this member presents (PEM).
+    pub cert_file: PathBuf,
+    /// `--key-file`: its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// `--trusted-ca-file`: CA certificates (PEM) a client's certificate
+    /// must chain to; on the peer port, also those the peers' server
+    /// certificates must chain to.
+    pub trusted_ca_file: Option<PathBuf>,
+    /// `--client-cert-auth`: require a client certificate signed by the CA.
+    pub client_cert_auth: bool,
+}
+
+/// A TLS protocol version as etcd's flags name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    /// `TLS1.2`.
+    V12,
+    /// `TLS1.3`.
+    V13,
+}
+
+/// What both ports share: `--cipher-suites`, `--tls-min-version`,
+/// `--tls-max-version`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// TLS 1.2 cipher suites by Go's names; empty: every suite rustls has.
+    pub cipher_suites: Vec<String>,
+    /// `None`: TLS 1.2.
+    pub min_version: Option<TlsVersion>,
+    /// `None`: the highest there is (TLS 1.3).
+    pub max_version: Option<TlsVersion>,
+}
+
+/// Parses `--tls-min-version` / `--tls-max-version` with etcd's message.
+pub fn parse_tls_version(value: &str) -> Result<Option<TlsVersion>, ConfigError> {
+    match value {
+        "" => Ok(None),
+        "TLS1.2" => Ok(Some(TlsVersion::V12)),
+        "TLS1.3" => Ok(Some(TlsVersion::V13)),
+        other => Err(ConfigError(format!(
+            "unexpected TLS version {other:?} (must be one of: TLS1.2, TLS1.3)"
+        ))),
+    }
+}
+
+/// Go's names for the TLS 1.2 cipher suites it knows that rustls does not
+/// offer (CBC modes, RSA key exchange, RC4, 3DES): accepted by etcd, refused
+/// here with a reason rather than as unknown.
+const GO_ONLY_SUITES: &[&str] = &[
+    "TLS_RSA_WITH_RC4_128_SHA",
+    "TLS_RSA_WITH_3DES_EDE_CBC_SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA256",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
+    "TLS_ECDHE_RSA_WITH_RC4_128_SHA",
+    "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
+];
+
+/// The rustls suite for a Go cipher suite name (Go also takes the ChaCha20
+/// suites without their `_SHA256`).
+fn suite_by_go_name(
+    provider: &CryptoProvider,
+    name: &str,
+) -> Result<rustls::SupportedCipherSuite, ConfigError> {
+    let full = match name {
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305" | "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305" => {
+            format!("{name}_SHA256")
+        }
+        _ => name.to_string(),
+    };
+    let found = provider
+        .cipher_suites
+        .iter()
+        .filter(|s| s.version() == &rustls::version::TLS12)
+        .find(|s| s.suite().as_str() == Some(full.as_str()));
+    match found {
+        Some(s) => Ok(*s),
+        None if GO_ONLY_SUITES.contains(&name) => Err(ConfigError(format!(
+            "TLS cipher suite {name:?} is not supported by cairn (rustls offers only ECDHE key exchange with AES-GCM or \
+             ChaCha20-Poly1305)"
+        ))),
+        None => Err(ConfigError(format!("unexpected TLS cipher suite {name:?}"))),
+    }
+}
+
+impl TlsSettings {
+    /// etcd's checks, with its messages, plus cairn's for suites rustls
+    /// lacks.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.provider().map(|_| ())
+    }
+
+    /// The ring provider cut down to the configured TLS 1.2 suites (TLS 1.3's
+    /// are kept whole).
+    fn provider(&self) -> Result<CryptoProvider, ConfigError> {
+        let (min, max) = (self.min_version, self.max_version);
+        if let (Some(min), Some(max)) = (min, max) {
+            if min > max {
+                return Err(ConfigError(format!(
+                    "min version ({}) is greater than max version ({})",
+                    version_name(min),
+                    version_name(max)
+                )));
+            }
+        }
+        if min == Some(TlsVersion::V13) && !self.cipher_suites.is_empty() {
+            return Err(ConfigError(
+                "cipher suites cannot be configured when only TLS1.3 is enabled".into(),
+            ));
+        }
+        let mut provider = rustls::crypto::ring::default_provider();
+        if !self.cipher_suites.is_empty() {
+            let mut chosen: Vec<_> = provider
+                .cipher_suites
+                .iter()
+                .filter(|s| s.version() == &rustls::version::TLS13)
+                .copied()
+                .collect();
+            for name in &self.cipher_suites {
+                chosen.push(suite_by_go_name(&provider, name)?);
+            }
+            provider.cipher_suites = chosen;
+        }
+        Ok(provider)
+    }
+
+    fn versions(&self) -> Vec<&'static rustls::SupportedProtocolVersion> {
+        let min = self.min_version.unwrap_or(TlsVersion::V12);
+        let max = self.max_version.unwrap_or(TlsVersion::V13);
+        let mut versions = Vec::new();
+        if min <= TlsVersion::V12 && TlsVersion::V12 <= max {
+            versions.push(&rustls::version::TLS12);
+        }
+        if TlsVersion::V13 <= max {
+            versions.push(&rustls::version::TLS13);
+        }
+        versions
+    }
+}
+
+fn version_name(v: TlsVersion) -> &'static str {
+    match v {
+        TlsVersion::V12 => "TLS1.2",
+        TlsVersion::V13 => "TLS1.3",
+    }
+}
+
+/// A certificate, key or CA file that could not be used.
+fn file_error(what: &str, path: &Path, err: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("{what} {}: {err}", path.display()))
+}
+
+fn load_certs(path: &Path) -> Result<Vec<pki_types::CertificateDer<'static>>, ConfigError> {
+    use pki_types::pem::PemObject;
+    let certs = pki_types::CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| file_error("cannot read certificates from", path, e))?;
+    if certs.is_empty() {
+        return Err(file_error("no certificate in", path, "empty"));
+    }
+    Ok(certs)
+}
+
+fn load_key(path: &Path) -> Result<pki_types::PrivateKeyDer<'static>, ConfigError> {
+    use pki_types::pem::PemObject;
+    pki_types::PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| file_error("cannot read a private key from", path, e))
+}
+
+fn load_roots(path: &Path) -> Result<rustls::RootCertStore, ConfigError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in load_certs(path)? {
+        roots
+            .add(cert)
+            .map_err(|e| file_error("bad CA certificate in", path, e))?;
+    }
+    Ok(roots)
+}
+
+/// A server configuration for `files`, read from disk now.
+pub fn server_config(
+    files: &TlsFiles,
+    settings: &TlsSettings,
+) -> Result<rustls::ServerConfig, ConfigError> {
+    let provider = Arc::new(settings.provider()?);
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&settings.versions())
+        .map_err(|e| ConfigError(format!("TLS versions: {e}")))?;
+    let builder =
+        match (&files.trusted_ca_file, files.client_cert_auth) {
+            (Some(ca), _) => {
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(load_roots(ca)?),
+                    provider,
+                )
+                .build()
+                .map_err(|e| file_error("cannot verify clients with", ca, e))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            (None, true) => return Err(ConfigError(
+                "--client-cert-auth needs --trusted-ca-file to check client certificates against"
+                    .into(),
+            )),
+            (None, false) => builder.with_no_client_auth(),
+        };
+    let mut config = builder
+        .with_single_cert(load_certs(&files.cert_file)?, load_key(&files.key_file)?)
+        .map_err(|e| {
+            file_error(
+                "the key does not fit the certificate in",
+                &files.cert_file,
+                e,
+            )
+        })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A client configuration for a member dialing its peers: it presents
+/// `files`' certificate and checks the peer's against `files`' CA.
+pub fn client_config(
+    files: &TlsFiles,
+    settings: &TlsSettings,
+) -> Result<rustls::ClientConfig, ConfigError> {
+    let ca = files.trusted_ca_file.as_ref().ok_or_else(|| {
+        ConfigError(
+            "an https:// peer URL needs --peer-trusted-ca-file to check peers against".into(),
+        )
+    })?;
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(settings.provider()?))
+        .with_protocol_versions(&settings.versions())
+        .map_err(|e| ConfigError(format!("TLS versions: {e}")))?
+        .with_root_certificates(load_roots(ca)?)
+        .with_client_auth_cert(load_certs(&files.cert_file)?, load_key(&files.key_file)?)
+        .map_err(|e| {
+            file_error(
+                "the key does not fit the certificate in",
+                &files.cert_file,
+                e,
+            )
+        })?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// What identifies a file's content cheaply: modification time and length.
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+struct State<C> {
+    config: Arc<C>,
+    stamps: Vec<Stamp>,
+    checked: Instant,
+}
+
+/// A configuration built from files and rebuilt when they change (see the
+/// module docs). `C` is a rustls server or client configuration.
+pub struct Reloading<C> {
+    files: TlsFiles,
+    settings: TlsSettings,
+    build: fn(&TlsFiles, &TlsSettings) -> Result<C, ConfigError>,
+    state: Mutex<State<C>>,
+}
+
+impl<C> Reloading<C> {
+    /// Builds the first configuration; an unusable file is an error.
+    pub fn new(
+        files: TlsFiles,
+        settings: TlsSettings,
+        build: fn(&TlsFiles, &TlsSettings) -> Result<C, ConfigError>,
+    ) -> Result<Self, ConfigError> {
+        let stamps = Self::stamps_of(&files);
+        let config = Arc::new(build(&files, &settings)?);
+        Ok(Self {
+            files,
+            settings,
+            build,
+            state: Mutex::new(State {
+                config,
+                stamps,
+                checked: Instant::now(),
+            }),
+        })
+    }
+
+    fn stamps_of(files: &TlsFiles) -> Vec<Stamp> {
+        let mut paths = vec![&files.cert_file, &files.key_file];
+        paths.extend(&files.trusted_ca_file);
+        paths.into_iter().map(|p| stamp(p)).collect()
+    }
+
+    /// The configuration to use now, rebuilt first if a file changed since
+    /// it was built (looked at no more than every [`RELOAD_CHECK`]).
+    pub fn current(&self) -> Arc<C> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.checked.elapsed() >= RELOAD_CHECK {
+            state.checked = Instant::now();
+            let stamps = Self::stamps_of(&self.files);
+            if stamps != state.stamps {
+                match (self.build)(&self.files, &self.settings) {
+                    Ok(config) => {
+                        tracing::info!(cert_file = %self.files.cert_file.display(), "reloaded TLS certificates");
+                        state.config = Arc::new(config);
+                        state.stamps = stamps;
+                    }
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "TLS files changed but cannot be used; keeping the previous certificates"
+                    ),
+                }
+            }
+        }
+        state.config.clone()
+    }
+}
+
+/// The acceptor of one TLS port.
+pub type ServerTls = Reloading<rustls::ServerConfig>;
+/// The connector a member dials its peers with.
+pub type ClientTls = Reloading<rustls::ClientConfig>;
+
+impl ServerTls {
+    /// A reloading server configuration for `files`.
+    pub fn server(files: TlsFiles, settings: TlsSettings) -> Result<Self, ConfigError> {
+        Reloading::new(files, settings, server_config)
+    }
+
+    /// Runs the server side of a handshake on `io`, bounded by
+    /// [`HANDSHAKE_TIMEOUT`].
+    pub async fn accept<IO>(&self, io: IO) -> io::Result<tokio_rustls::server::TlsStream<IO>>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.current());
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+            Ok(res) => res,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "TLS handshake timed out",
+            )),
+        }
+    }
+}
+
+impl ClientTls {
+    /// A reloading client configuration for `files`.
+    pub fn client(files: TlsFiles, settings: TlsSettings) -> Result<Self, ConfigError> {
+        Reloading::new(files, settings, client_config)
+    }
+
+    /// Runs the client side of a handshake with `host` (a name or an IP
+    /// address, checked against the peer's certificate) on `io`.
+    pub async fn connect<IO>(
+        &self,
+        host: &str,
+        io: IO,
+    ) -> io::Result<tokio_rustls::client::TlsStream<IO>>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let name = pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let connector = tokio_rustls::TlsConnector::from(self.current());
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, io)).await {
+            Ok(res) => res,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "TLS handshake timed out",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "tls_tests.rs"]
+mod tests;
