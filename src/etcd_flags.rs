@@ -53,7 +53,8 @@ const BBOLT: &str =
     "cairn has no bbolt backend (its store is the WAL, snapshots and an in-memory MVCC index)";
 const V2: &str = "cairn serves only the v3 API (etcd 3.5 deprecates v2 and 3.6 removes it)";
 const PROXY: &str = "cairn has no v2 proxy mode (deprecated in etcd 3.5)";
-const TLS: &str = "TLS is not implemented yet; cairn would serve plain text";
+const TLS: &str =
+    "cairn does not implement it yet; ignoring it could let in connections it was meant to keep out";
 const DISCOVERY: &str = "discovery is not implemented; bootstrap with --initial-cluster";
 const TRACING: &str = "cairn has no OpenTelemetry tracing";
 const HTTP: &str =
@@ -113,29 +114,22 @@ pub const FLAGS: &[Flag] = &[
     warn("v2-deprecation", false, V2),
     warn("experimental-enable-v2v3", false, V2),
     // Security: refused, since ignoring them would serve plain text.
-    refuse("cert-file", false, TLS),
-    refuse("key-file", false, TLS),
     refuse("client-cert-file", false, TLS),
     refuse("client-key-file", false, TLS),
-    refuse("client-cert-auth", true, TLS),
     refuse("client-crl-file", false, TLS),
     refuse("client-cert-allowed-hostname", false, TLS),
-    refuse("trusted-ca-file", false, TLS),
     refuse("auto-tls", true, TLS),
-    refuse("peer-cert-file", false, TLS),
-    refuse("peer-key-file", false, TLS),
     refuse("peer-client-cert-file", false, TLS),
     refuse("peer-client-key-file", false, TLS),
-    refuse("peer-client-cert-auth", true, TLS),
-    refuse("peer-trusted-ca-file", false, TLS),
     refuse("peer-cert-allowed-cn", false, TLS),
     refuse("peer-cert-allowed-hostname", false, TLS),
     refuse("peer-auto-tls", true, TLS),
     refuse("peer-crl-file", false, TLS),
-    warn("self-signed-cert-validity", false, TLS),
-    refuse("cipher-suites", false, TLS),
-    refuse("tls-min-version", false, TLS),
-    refuse("tls-max-version", false, TLS),
+    warn(
+        "self-signed-cert-validity",
+        false,
+        "it applies only to --auto-tls, which cairn does not implement yet",
+    ),
     refuse("experimental-peer-skip-client-san-verification", true, TLS),
     warn("cors", false, HTTP),
     warn("host-whitelist", false, HTTP),

@@ -18,8 +18,9 @@ mod logging;
 
 use cairn::disk::FsDisk;
 use cairn::server::config::{
-    parse_go_duration, parse_initial_cluster, parse_url, split_list, validate_raft_timing,
-    ClusterState, ConfigError, GrpcOptions, ServerConfig,
+    is_https, parse_go_duration, parse_initial_cluster, parse_tls_version, parse_url, split_list,
+    validate_raft_timing, ClusterState, ConfigError, GrpcOptions, ServerConfig, TlsConfig,
+    TlsFiles, TlsSettings,
 };
 use cairn::storage::{recover, StorageOptions, SNAP_DIR, WAL_DIR};
 use cairn::wal::WalOptions;
@@ -187,6 +188,41 @@ struct ServeArgs {
     /// Concurrent gRPC streams per client connection.
     #[arg(long, env = "ETCD_MAX_CONCURRENT_STREAMS", default_value_t = u32::MAX)]
     max_concurrent_streams: u32,
+    /// Client port TLS: the certificate file (PEM), for https:// client URLs.
+    #[arg(long, env = "ETCD_CERT_FILE")]
+    cert_file: Option<PathBuf>,
+    /// Client port TLS: the certificate's private key (PEM).
+    #[arg(long, env = "ETCD_KEY_FILE")]
+    key_file: Option<PathBuf>,
+    /// Client port TLS: CA certificates (PEM) client certificates must chain to; implies --client-cert-auth, as in etcd.
+    #[arg(long, env = "ETCD_TRUSTED_CA_FILE")]
+    trusted_ca_file: Option<PathBuf>,
+    /// Client port TLS: require client certificates signed by --trusted-ca-file.
+    #[arg(long, env = "ETCD_CLIENT_CERT_AUTH", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false", value_parser = clap::value_parser!(bool))]
+    client_cert_auth: bool,
+    /// Peer TLS: the certificate file (PEM), presented to peers and when dialing them.
+    #[arg(long, env = "ETCD_PEER_CERT_FILE")]
+    peer_cert_file: Option<PathBuf>,
+    /// Peer TLS: the certificate's private key (PEM).
+    #[arg(long, env = "ETCD_PEER_KEY_FILE")]
+    peer_key_file: Option<PathBuf>,
+    /// Peer TLS: CA certificates (PEM) peers' certificates must chain to.
+    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE")]
+    peer_trusted_ca_file: Option<PathBuf>,
+    /// Peer TLS: require peers' client certificates signed by --peer-trusted-ca-file.
+    #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false", value_parser = clap::value_parser!(bool))]
+    peer_client_cert_auth: bool,
+    /// TLS 1.2 cipher suites (Go's names, comma-separated) for both ports; empty: all rustls offers.
+    #[arg(long, env = "ETCD_CIPHER_SUITES", default_value = "")]
+    cipher_suites: String,
+    /// Lowest TLS version: TLS1.2 or TLS1.3 [default: TLS1.2].
+    #[arg(long, env = "ETCD_TLS_MIN_VERSION", default_value = "")]
+    tls_min_version: String,
+    /// Highest TLS version: TLS1.2 or TLS1.3 [default: TLS1.3].
+    #[arg(long, env = "ETCD_TLS_MAX_VERSION", default_value = "")]
+    tls_max_version: String,
     /// UNSAFE: skip fsync. Acknowledged writes can be lost on power loss; for tests only.
     #[arg(long, env = "ETCD_UNSAFE_NO_FSYNC", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", default_value = "false", value_parser = clap::value_parser!(bool))]
@@ -246,6 +282,7 @@ impl ServeArgs {
                 max_snapshots: self.max_snapshots,
                 unsafe_no_fsync: self.unsafe_no_fsync,
             },
+            tls: self.tls_config()?,
             grpc: GrpcOptions::from_flags(
                 self.grpc_keepalive_interval,
                 self.grpc_keepalive_timeout,
@@ -254,6 +291,93 @@ impl ServeArgs {
             tick_interval: Duration::from_millis(self.heartbeat_interval),
             faults: Default::default(),
         })
+    }
+}
+
+impl ServeArgs {
+    /// The TLS flags, checked as etcd checks them: an https:// URL needs a
+    /// certificate and key; files given for a port without https:// URLs
+    /// are ignored with etcd's warning.
+    #[cfg_attr(madsim, allow(dead_code))]
+    fn tls_config(&self) -> Result<TlsConfig, ConfigError> {
+        let settings = TlsSettings {
+            cipher_suites: split_list(&self.cipher_suites),
+            min_version: parse_tls_version(&self.tls_min_version)?,
+            max_version: parse_tls_version(&self.tls_max_version)?,
+        };
+        #[cfg(not(madsim))]
+        settings.validate()?;
+        let client = port_files(
+            "client",
+            (&self.cert_file, &self.key_file),
+            &self.trusted_ca_file,
+            self.client_cert_auth,
+            ("--cert-file", "--key-file"),
+            &split_list(&self.listen_client_urls),
+        )?;
+        let mut peer_urls = split_list(&self.listen_peer_urls);
+        peer_urls.extend(split_list(&self.initial_advertise_peer_urls));
+        if let Some(cluster) = &self.initial_cluster {
+            peer_urls.extend(
+                split_list(cluster)
+                    .iter()
+                    .filter_map(|m| Some(m.split_once('=')?.1.to_string())),
+            );
+        }
+        let peer = port_files(
+            "peer",
+            (&self.peer_cert_file, &self.peer_key_file),
+            &self.peer_trusted_ca_file,
+            self.peer_client_cert_auth,
+            ("--peer-cert-file", "--peer-key-file"),
+            &peer_urls,
+        )?;
+        let https = |urls: &str| -> Result<Vec<_>, ConfigError> {
+            split_list(urls)
+                .iter()
+                .filter(|u| is_https(u))
+                .map(|u| parse_url(u))
+                .collect()
+        };
+        Ok(TlsConfig {
+            client,
+            client_https: https(&self.listen_client_urls)?,
+            peer,
+            peer_https: https(&self.listen_peer_urls)?,
+            settings,
+        })
+    }
+}
+
+/// One port's files, if any of its `urls` is https://; etcd's error when one
+/// is and no certificate was given, its warning when none is and one was.
+fn port_files(
+    port: &str,
+    (cert, key): (&Option<PathBuf>, &Option<PathBuf>),
+    ca: &Option<PathBuf>,
+    client_cert_auth: bool,
+    (cert_flag, key_flag): (&str, &str),
+    urls: &[String],
+) -> Result<Option<TlsFiles>, ConfigError> {
+    let Some(url) = urls.iter().find(|u| is_https(u)) else {
+        if cert.is_some() || key.is_some() {
+            tracing::warn!(
+                "scheme is HTTP while key and cert files are present; ignoring key and cert files ({port} URLs: {})",
+                urls.join(",")
+            );
+        }
+        return Ok(None);
+    };
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert_file: cert.clone(),
+            key_file: key.clone(),
+            trusted_ca_file: ca.clone(),
+            client_cert_auth: client_cert_auth || ca.is_some(),
+        })),
+        _ => Err(ConfigError(format!(
+            "TLS key/cert ({cert_flag}, {key_flag}) must be provided for {port} url {url} with HTTPS scheme"
+        ))),
     }
 }
 

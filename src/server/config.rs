@@ -49,6 +49,8 @@ pub struct ServerConfig {
     pub storage: crate::storage::StorageOptions,
     /// Keep-alive and stream limits of client gRPC connections.
     pub grpc: GrpcOptions,
+    /// TLS on the client and peer ports; the default is plain text.
+    pub tls: TlsConfig,
     /// Wall time per raft tick: `heartbeat_interval` unless a simulation
     /// skews a member's clock.
     pub tick_interval: Duration,
@@ -129,14 +131,17 @@ pub struct MemberInfo {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-/// Parses `http://host:port` into a socket address. Only plain HTTP: cairn
-/// has no TLS yet.
+/// Whether a URL asks for TLS (`https://`).
+pub fn is_https(url: &str) -> bool {
+    url.starts_with("https://")
+}
+
+/// Parses `http://host:port` or `https://host:port` into a socket address.
 pub fn parse_url(url: &str) -> Result<SocketAddr, ConfigError> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        ConfigError(format!(
-            "URL {url:?} must start with http:// (TLS is not supported yet)"
-        ))
-    })?;
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| ConfigError(format!("URL {url:?} must start with http:// or https://")))?;
     let hostport = rest.trim_end_matches('/');
     let hostport = hostport.replace("localhost", "127.0.0.1");
     hostport
@@ -313,6 +318,79 @@ impl ServerConfig {
     }
 }
 
+/// TLS on the client and peer ports (`super::tls`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// `--cert-file`, `--key-file`, `--trusted-ca-file`,
+    /// `--client-cert-auth`: for the client listeners in `client_https`.
+    pub client: Option<TlsFiles>,
+    /// Client listeners whose URL is `https://`.
+    pub client_https: Vec<SocketAddr>,
+    /// The `--peer-*` files: for the peer listeners in `peer_https`, and
+    /// for dialing every peer whose URL is `https://`.
+    pub peer: Option<TlsFiles>,
+    /// Peer listeners whose URL is `https://`.
+    pub peer_https: Vec<SocketAddr>,
+    /// Versions and cipher suites, for both ports.
+    pub settings: TlsSettings,
+}
+
+/// One port's certificate files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// `--cert-file`: the certificate chain this member presents (PEM).
+    pub cert_file: PathBuf,
+    /// `--key-file`: its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// `--trusted-ca-file`: CA certificates (PEM) a client's certificate
+    /// must chain to; on the peer port, also those the peers' server
+    /// certificates must chain to.
+    pub trusted_ca_file: Option<PathBuf>,
+    /// `--client-cert-auth`: require a client certificate signed by the CA.
+    pub client_cert_auth: bool,
+}
+
+/// A TLS protocol version as etcd's flags name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    /// `TLS1.2`.
+    V12,
+    /// `TLS1.3`.
+    V13,
+}
+
+/// What both ports share: `--cipher-suites`, `--tls-min-version`,
+/// `--tls-max-version`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// TLS 1.2 cipher suites by Go's names; empty: every suite rustls has.
+    pub cipher_suites: Vec<String>,
+    /// `None`: TLS 1.2.
+    pub min_version: Option<TlsVersion>,
+    /// `None`: the highest there is (TLS 1.3).
+    pub max_version: Option<TlsVersion>,
+}
+
+/// Parses `--tls-min-version` / `--tls-max-version` with etcd's message.
+pub fn parse_tls_version(value: &str) -> Result<Option<TlsVersion>, ConfigError> {
+    match value {
+        "" => Ok(None),
+        "TLS1.2" => Ok(Some(TlsVersion::V12)),
+        "TLS1.3" => Ok(Some(TlsVersion::V13)),
+        other => Err(ConfigError(format!(
+            "unexpected TLS version {other:?} (must be one of: TLS1.2, TLS1.3)"
+        ))),
+    }
+}
+
+/// etcd's name for a TLS version.
+pub fn version_name(v: TlsVersion) -> &'static str {
+    match v {
+        TlsVersion::V12 => "TLS1.2",
+        TlsVersion::V13 => "TLS1.3",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,7 +402,9 @@ mod tests {
             parse_url("http://localhost:2380/").unwrap().to_string(),
             "127.0.0.1:2380"
         );
-        assert!(parse_url("https://127.0.0.1:2379").is_err());
+        assert_eq!(parse_url("https://127.0.0.1:2379").unwrap().port(), 2379);
+        assert!(is_https("https://127.0.0.1:2379") && !is_https("http://127.0.0.1:2379"));
+        assert!(parse_url("unix://x").is_err());
         let c = parse_initial_cluster("a=http://127.0.0.1:1,b=http://127.0.0.1:2").unwrap();
         assert_eq!(c.len(), 2);
         assert!(parse_initial_cluster("a").is_err());

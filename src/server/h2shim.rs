@@ -76,14 +76,16 @@
 //! The module is not compiled under `--cfg madsim`: the simulator has no real
 //! sockets, and serves plain tonic.
 
+use super::tls::ServerTls;
 use futures::Stream;
 use loona_hpack::decoder::DecoderError;
 use loona_hpack::{Decoder, Encoder};
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 /// The client connection preface (RFC 9113 §3.4).
@@ -529,6 +531,7 @@ pub fn strip_scheme(value: &[u8]) -> &[u8] {
 pub async fn serve(
     listener: TcpListener,
     router: tonic::transport::server::Router<super::ClientLayers>,
+    tls: Option<Arc<ServerTls>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let (conn_tx, conn_rx) = mpsc::channel::<DuplexStream>(ACCEPT_QUEUE);
@@ -536,7 +539,7 @@ pub async fn serve(
     tokio::pin!(served);
     tokio::select! {
         res = &mut served => return res,
-        () = accept_loop(listener, conn_tx) => {}
+        () = accept_loop(listener, conn_tx, tls) => {}
     }
     // tonic stopped taking connections (shutdown): the listener is closed; let
     // tonic finish draining.
@@ -550,16 +553,20 @@ fn incoming(
     futures::stream::poll_fn(move |cx| conn_rx.poll_recv(cx).map(|c| c.map(Ok)))
 }
 
-/// Accepts connections and starts a relay for each, until tonic stops
-/// taking them.
-async fn accept_loop(listener: TcpListener, conn_tx: mpsc::Sender<DuplexStream>) {
+/// Accepts connections and starts a relay for each (after its TLS handshake,
+/// on its own task, when `tls` is given), until tonic stops taking them.
+async fn accept_loop(
+    listener: TcpListener,
+    conn_tx: mpsc::Sender<DuplexStream>,
+    tls: Option<Arc<ServerTls>>,
+) {
     loop {
         let accepted = tokio::select! {
             () = conn_tx.closed() => return,
             a = listener.accept() => a,
         };
-        let tcp = match accepted {
-            Ok((tcp, _)) => tcp,
+        let (tcp, remote) = match accepted {
+            Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, "accepting a client connection");
                 tokio::time::sleep(ACCEPT_RETRY).await;
@@ -571,13 +578,27 @@ async fn accept_loop(listener: TcpListener, conn_tx: mpsc::Sender<DuplexStream>)
         if conn_tx.send(server_end).await.is_err() {
             return;
         }
-        tokio::spawn(relay(tcp, shim_end));
+        match &tls {
+            None => tokio::spawn(relay(tcp, shim_end)),
+            Some(tls) => {
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    match tls.accept(tcp).await {
+                        Ok(conn) => relay(conn, shim_end).await,
+                        Err(e) => {
+                            tracing::warn!(remote_addr = %remote, error = %e, "rejected connection")
+                        }
+                    }
+                })
+            }
+        };
     }
 }
 
-/// Relays one connection until either side is done with it.
-async fn relay(tcp: TcpStream, pipe: DuplexStream) {
-    let (tcp_rd, tcp_wr) = tcp.into_split();
+/// Relays one connection (TCP, or TLS over it) until either side is done
+/// with it.
+async fn relay(conn: impl AsyncRead + AsyncWrite + Send + 'static, pipe: DuplexStream) {
+    let (tcp_rd, tcp_wr) = tokio::io::split(conn);
     let (pipe_rd, pipe_wr) = tokio::io::split(pipe);
     let up = client_to_server(tcp_rd, pipe_wr);
     let down = server_to_client(pipe_rd, tcp_wr);

@@ -30,7 +30,7 @@ pub mod tls;
 
 use crate::disk::{Disk, FsDisk};
 use crate::node::{convert, Node, NodeConfig};
-use crate::proto::cairnpb::{peer_server::PeerServer, MemberAttributes};
+use crate::proto::cairnpb::MemberAttributes;
 use crate::proto::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
@@ -76,6 +76,83 @@ pub enum ServeError {
 /// oversized request reaches the server's own check and gets etcd's error.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
+/// The TLS set-up a member starts with, built (and its files checked) once.
+#[derive(Default)]
+struct Tls {
+    /// How the transport dials its peers.
+    dialer: peer::Dialer,
+    /// The peer listeners' TLS, for those whose URL is https://.
+    #[cfg(not(madsim))]
+    peer_server: Option<Arc<tls::ServerTls>>,
+    /// The client listeners' TLS, for those whose URL is https://.
+    #[cfg(not(madsim))]
+    client_server: Option<Arc<tls::ServerTls>>,
+}
+
+impl Tls {
+    #[cfg(not(madsim))]
+    fn load(cfg: &ServerConfig) -> Result<Self, ServeError> {
+        let t = &cfg.tls;
+        let server = |files: &Option<config::TlsFiles>| {
+            files
+                .clone()
+                .map(|f| tls::ServerTls::server(f, t.settings.clone()).map(Arc::new))
+                .transpose()
+        };
+        let client = t
+            .peer
+            .clone()
+            .map(|f| tls::ClientTls::client(f, t.settings.clone()).map(Arc::new))
+            .transpose()?;
+        Ok(Self {
+            dialer: peer::Dialer::with_tls(client),
+            peer_server: server(&t.peer)?,
+            client_server: server(&t.client)?,
+        })
+    }
+
+    /// The simulated network carries no TLS.
+    #[cfg(madsim)]
+    fn load(_cfg: &ServerConfig) -> Result<Self, ServeError> {
+        Ok(Self::default())
+    }
+
+    /// The TLS of the client listener on `addr`: some if its URL is https://.
+    #[cfg(not(madsim))]
+    fn client_listener(&self, cfg: &ServerConfig, addr: std::net::SocketAddr) -> ListenerTls {
+        let https = cfg.tls.client_https.contains(&addr);
+        self.client_server.clone().filter(|_| https)
+    }
+
+    /// The TLS of the peer listener on `addr`: some if its URL is https://.
+    #[cfg(not(madsim))]
+    fn peer_listener(&self, cfg: &ServerConfig, addr: std::net::SocketAddr) -> ListenerTls {
+        let https = cfg.tls.peer_https.contains(&addr);
+        self.peer_server.clone().filter(|_| https)
+    }
+
+    #[cfg(madsim)]
+    fn client_listener(&self, _cfg: &ServerConfig, _addr: std::net::SocketAddr) -> ListenerTls {
+        NoTls
+    }
+
+    #[cfg(madsim)]
+    fn peer_listener(&self, _cfg: &ServerConfig, _addr: std::net::SocketAddr) -> ListenerTls {
+        NoTls
+    }
+}
+
+/// A listener's TLS: `None` for plain text (never anything under madsim).
+#[cfg(not(madsim))]
+pub type ListenerTls = Option<Arc<tls::ServerTls>>;
+#[cfg(madsim)]
+pub type ListenerTls = NoTls;
+
+/// What a listener has for TLS in the simulation: nothing.
+#[cfg(madsim)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoTls;
+
 /// Recovers from `cfg.data_dir` on the file system and serves until
 /// `shutdown` resolves.
 pub async fn serve(
@@ -109,12 +186,13 @@ fn splitmix(seed: u64) -> u64 {
 async fn serve_clients(
     addr: std::net::SocketAddr,
     router: tonic::transport::server::Router<ClientLayers>,
+    tls: ListenerTls,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
-    h2shim::serve(listener, router, shutdown)
+    h2shim::serve(listener, router, tls, shutdown)
         .await
         .map_err(|source| ServeError::Listen { addr, source })
 }
@@ -125,6 +203,7 @@ async fn serve_clients(
 async fn serve_clients(
     addr: std::net::SocketAddr,
     router: tonic::transport::server::Router,
+    _tls: ListenerTls,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     router
@@ -179,8 +258,10 @@ pub async fn serve_on<D: Disk + 'static>(
         .filter(|m| m.id != me.id)
         .map(|m| (m.id, m.peer_urls[0].clone()))
         .collect();
+    let tls = Tls::load(&cfg)?;
     let transport = Transport::start(
         peer_urls,
+        tls.dialer.clone(),
         peer_tx.clone(),
         cfg.faults.peer_drop_rate,
         splitmix(seed ^ 0xd809),
@@ -232,23 +313,21 @@ pub async fn serve_on<D: Disk + 'static>(
     // A server that stops before shutdown (it could not bind) stops the member.
     let (failed_tx, mut failed_rx) = mpsc::channel::<ServeError>(8);
     for addr in cfg.listen_peer.iter().copied() {
-        let svc = PeerServer::new(PeerService {
+        let svc = PeerService {
             events: peer_tx.clone(),
             resets: resets.clone(),
             boots: Default::default(),
-        })
-        .max_decoding_message_size(usize::MAX);
+        };
         let mut stop = peer_stop_rx.clone();
         let failed = failed_tx.clone();
+        let peer_tls = tls.peer_listener(&cfg, addr);
         peer_servers.push(tokio::spawn(async move {
-            let served = tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_shutdown(addr, async move {
-                    let _ = stop.changed().await;
-                })
-                .await;
-            if let Err(source) = served {
-                let _ = failed.send(ServeError::Listen { addr, source }).await;
+            let stopped = async move {
+                let _ = stop.changed().await;
+            };
+            let served = peer::serve(addr, svc, peer_tls, stopped).await;
+            if let Err(err) = served {
+                let _ = failed.send(err).await;
             }
         }));
     }
@@ -256,6 +335,7 @@ pub async fn serve_on<D: Disk + 'static>(
     let grpc = cfg.grpc;
     for addr in cfg.listen_client.iter().copied() {
         let h = handle.clone();
+        let client_tls = tls.client_listener(&cfg, addr);
         let mut stop = stop_rx.clone();
         let failed = failed_tx.clone();
         servers.push(tokio::spawn(async move {
@@ -269,7 +349,7 @@ pub async fn serve_on<D: Disk + 'static>(
             let stopped = async move {
                 let _ = stop.changed().await;
             };
-            if let Err(err) = serve_clients(addr, router, stopped).await {
+            if let Err(err) = serve_clients(addr, router, client_tls, stopped).await {
                 let _ = failed.send(err).await;
             }
         }));

@@ -75,6 +75,7 @@ impl Transport {
     /// `boot` identifies this process start (never 0).
     pub fn start(
         peers: Vec<(u64, String)>,
+        dialer: Dialer,
         events: mpsc::Sender<PeerEvent>,
         drop_rate: f64,
         seed: u64,
@@ -85,7 +86,16 @@ impl Transport {
         for (id, url) in peers {
             let (tx, rx) = mpsc::channel(PEER_QUEUE);
             let reset = Arc::new(Notify::new());
-            tokio::spawn(sender(id, url, rx, events.clone(), reset.clone(), boot));
+            let dialer = dialer.clone();
+            tokio::spawn(sender(
+                id,
+                url,
+                dialer,
+                rx,
+                events.clone(),
+                reset.clone(),
+                boot,
+            ));
             out.insert(id, tx);
             resets.insert(id, reset);
         }
@@ -151,6 +161,7 @@ const PEER_IO_TIMEOUT: Duration = Duration::from_secs(1);
 async fn sender(
     id: u64,
     url: String,
+    dialer: Dialer,
     mut rx: mpsc::Receiver<Message>,
     events: mpsc::Sender<PeerEvent>,
     reset: Arc<Notify>,
@@ -158,7 +169,7 @@ async fn sender(
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        let client = match connect(&url).await {
+        let client = match dialer.connect(&url).await {
             Some(c) => c,
             None => {
                 let _ = events.try_send(PeerEvent::Unreachable(id));
@@ -186,14 +197,97 @@ async fn sender(
     }
 }
 
-async fn connect(url: &str) -> Option<PeerClient<tonic::transport::Channel>> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+/// How a member dials its peers: plain text, or TLS for `https://` peer
+/// URLs with the `--peer-*` files.
+#[derive(Clone, Default)]
+pub struct Dialer {
+    #[cfg(not(madsim))]
+    tls: Option<Arc<super::tls::ClientTls>>,
+}
+
+impl Dialer {
+    /// A dialer presenting and checking certificates from `tls`.
+    #[cfg(not(madsim))]
+    pub fn with_tls(tls: Option<Arc<super::tls::ClientTls>>) -> Self {
+        Self { tls }
+    }
+
+    async fn connect(&self, url: &str) -> Option<PeerClient<tonic::transport::Channel>> {
+        #[cfg(not(madsim))]
+        if let (Some(tls), true) = (&self.tls, super::config::is_https(url)) {
+            return connect_tls(url, tls.clone()).await;
+        }
+        let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+            .ok()?
+            .connect_timeout(PEER_IO_TIMEOUT);
+        match tokio::time::timeout(PEER_IO_TIMEOUT, endpoint.connect()).await {
+            Ok(Ok(channel)) => Some(PeerClient::new(channel)),
+            _ => None,
+        }
+    }
+}
+
+/// Dials `url` (https://) over TCP and our own TLS handshake; tonic sees a
+/// plain connection, so it never tries TLS of its own.
+#[cfg(not(madsim))]
+async fn connect_tls(
+    url: &str,
+    tls: Arc<super::tls::ClientTls>,
+) -> Option<PeerClient<tonic::transport::Channel>> {
+    let uri: http::Uri = url.parse().ok()?;
+    let host = uri
+        .host()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = uri.port_u16().unwrap_or(443);
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", uri.authority()?))
         .ok()?
         .connect_timeout(PEER_IO_TIMEOUT);
-    match tokio::time::timeout(PEER_IO_TIMEOUT, endpoint.connect()).await {
+    let connector = tower::service_fn(move |_: http::Uri| {
+        let (tls, host) = (tls.clone(), host.clone());
+        async move {
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let conn = tls.connect(&host, tcp).await.inspect_err(|e| {
+                tracing::warn!(peer_url = %format!("https://{host}:{port}"), error = %e, "TLS handshake with a peer failed");
+            })?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(conn))
+        }
+    });
+    match tokio::time::timeout(PEER_IO_TIMEOUT, endpoint.connect_with_connector(connector)).await {
         Ok(Ok(channel)) => Some(PeerClient::new(channel)),
         _ => None,
     }
+}
+
+/// Serves the peer service on `addr` until `shutdown`, over TLS when `tls`
+/// is given (the listener's URL was https://).
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    svc: PeerService,
+    tls: super::ListenerTls,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), super::ServeError> {
+    let svc = crate::proto::cairnpb::peer_server::PeerServer::new(svc)
+        .max_decoding_message_size(usize::MAX);
+    let router = tonic::transport::Server::builder().add_service(svc);
+    #[cfg(madsim)]
+    let super::NoTls = tls;
+    #[cfg(not(madsim))]
+    if let Some(tls) = tls {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| super::ServeError::Bind { addr, source })?;
+        return router
+            .serve_with_incoming_shutdown(super::tls::incoming(listener, tls), shutdown)
+            .await
+            .map_err(|source| super::ServeError::Listen { addr, source });
+    }
+    router
+        .serve_with_shutdown(addr, shutdown)
+        .await
+        .map_err(|source| super::ServeError::Listen { addr, source })
 }
 
 /// Streams messages to a connected peer until the stream breaks, stalls or

@@ -37,12 +37,15 @@
 // check), which the crate's clippy.toml keeps out of the sans-IO core.
 #![allow(clippy::disallowed_methods)]
 
-use super::config::ConfigError;
+use super::config::{version_name, ConfigError, TlsFiles, TlsSettings, TlsVersion};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::{self, crypto::CryptoProvider, pki_types};
 
 /// How often the files are looked at for a change, at most.
@@ -50,54 +53,6 @@ pub const RELOAD_CHECK: Duration = Duration::from_secs(1);
 /// How long a TLS handshake may take before the connection is dropped, so a
 /// client that connects and sends nothing holds nothing for long.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// One port's certificate files.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// `--cert-file`: the certificate chain this member presents (PEM).
-    pub cert_file: PathBuf,
-    /// `--key-file`: its private key (PEM: PKCS#8, PKCS#1 or SEC1).
-    pub key_file: PathBuf,
-    /// `--trusted-ca-file`: CA certificates (PEM) a client's certificate
-    /// must chain to; on the peer port, also those the peers' server
-    /// certificates must chain to.
-    pub trusted_ca_file: Option<PathBuf>,
-    /// `--client-cert-auth`: require a client certificate signed by the CA.
-    pub client_cert_auth: bool,
-}
-
-/// A TLS protocol version as etcd's flags name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum TlsVersion {
-    /// `TLS1.2`.
-    V12,
-    /// `TLS1.3`.
-    V13,
-}
-
-/// What both ports share: `--cipher-suites`, `--tls-min-version`,
-/// `--tls-max-version`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsSettings {
-    /// TLS 1.2 cipher suites by Go's names; empty: every suite rustls has.
-    pub cipher_suites: Vec<String>,
-    /// `None`: TLS 1.2.
-    pub min_version: Option<TlsVersion>,
-    /// `None`: the highest there is (TLS 1.3).
-    pub max_version: Option<TlsVersion>,
-}
-
-/// Parses `--tls-min-version` / `--tls-max-version` with etcd's message.
-pub fn parse_tls_version(value: &str) -> Result<Option<TlsVersion>, ConfigError> {
-    match value {
-        "" => Ok(None),
-        "TLS1.2" => Ok(Some(TlsVersion::V12)),
-        "TLS1.3" => Ok(Some(TlsVersion::V13)),
-        other => Err(ConfigError(format!(
-            "unexpected TLS version {other:?} (must be one of: TLS1.2, TLS1.3)"
-        ))),
-    }
-}
 
 /// Go's names for the TLS 1.2 cipher suites it knows that rustls does not
 /// offer (CBC modes, RSA key exchange, RC4, 3DES): accepted by etcd, refused
@@ -200,13 +155,6 @@ impl TlsSettings {
             versions.push(&rustls::version::TLS13);
         }
         versions
-    }
-}
-
-fn version_name(v: TlsVersion) -> &'static str {
-    match v {
-        TlsVersion::V12 => "TLS1.2",
-        TlsVersion::V13 => "TLS1.3",
     }
 }
 
@@ -438,6 +386,92 @@ impl ClientTls {
             )),
         }
     }
+}
+
+/// A server-side TLS connection, as tonic serves it (tonic implements its
+/// `Connected` for rustls streams only with its own TLS features, which
+/// would bring a second TLS set-up).
+pub struct TlsConn(pub tokio_rustls::server::TlsStream<TcpStream>);
+
+impl tonic::transport::server::Connected for TlsConn {
+    type ConnectInfo = ();
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+}
+
+/// Accepts on `listener` and runs each handshake on a task of its own, so a
+/// slow client holds up nobody; yields the connections whose handshake
+/// succeeded. A failed one is logged as etcd logs it ("rejected
+/// connection"). Accepting stops when the stream is dropped.
+pub fn incoming(
+    listener: TcpListener,
+    tls: Arc<ServerTls>,
+) -> impl futures::Stream<Item = Result<TlsConn, std::convert::Infallible>> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                () = tx.closed() => return,
+                a = listener.accept() => a,
+            };
+            let (tcp, remote) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let (tls, tx) = (tls.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tls.accept(tcp).await {
+                    Ok(conn) => {
+                        let _ = tx.send(Ok(TlsConn(conn))).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(remote_addr = %remote, error = %e, "rejected connection")
+                    }
+                }
+            });
+        }
+    });
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! refusals, reloads, and the flag checks with etcd's messages.
 
 use super::*;
+use crate::server::config::parse_tls_version;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -39,6 +39,7 @@
 // clippy.toml keeps out of the sans-IO core.
 #![allow(clippy::disallowed_methods)]
 
+use super::certs::Issued;
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -260,17 +261,33 @@ pub struct Node {
     /// Environment variables set for the process (after the caller's
     /// `CAIRN_*` and `ETCD_*` are removed).
     env: Vec<(String, String)>,
+    /// Serves clients over TLS: etcdctl dials `https://` with `ctl_tls`.
+    https: bool,
+    /// etcdctl's TLS flags for this node (`--cacert`, `--cert`, `--key`).
+    pub ctl_tls: Vec<String>,
 }
 
 impl Node {
-    /// `127.0.0.1:<client port>`, as etcdctl's `--endpoints` takes it.
+    /// `127.0.0.1:<client port>` (`https://` first over TLS), as etcdctl's
+    /// `--endpoints` takes it.
     pub fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.client_port)
+        match self.https {
+            true => format!("https://127.0.0.1:{}", self.client_port),
+            false => format!("127.0.0.1:{}", self.client_port),
+        }
     }
 
-    /// `http://127.0.0.1:<client port>`, as etcd-client takes it.
+    /// `http://127.0.0.1:<client port>` (or `https://`), as etcd-client takes it.
     pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// Runs etcdctl against this node, with its TLS flags.
+    pub fn ctl(&self, args: &[&str]) -> CtlOut {
+        let mut all: Vec<&str> = self.ctl_tls.iter().map(String::as_str).collect();
+        all.extend(args);
+        etcdctl(&self.endpoint(), &all)
     }
 
     pub fn peer_url(&self) -> String {
@@ -401,18 +418,24 @@ impl Cluster {
     /// Starts `n` nodes of `server` as one new cluster with `extra` flags on
     /// every node, and waits until each answers a linearizable read.
     pub fn start(server: Server, n: usize, extra: &[&str]) -> Cluster {
-        Cluster::start_with(server, n, extra, false, &[])
+        Cluster::start_with(server, n, extra, false, &[], None)
     }
 
     /// Like [`Cluster::start`] for cairn, with every setting given as a
     /// `CAIRN_<FLAG>` environment variable instead of a flag.
     pub fn start_via_env(n: usize, extra: &[&str]) -> Cluster {
-        Cluster::start_with(Server::Cairn, n, extra, true, &[])
+        Cluster::start_with(Server::Cairn, n, extra, true, &[], None)
     }
 
     /// One node of `server` with these environment variables set.
     pub fn start_with_env(server: Server, env: &[(&str, &str)]) -> Cluster {
-        Cluster::start_with(server, 1, &[], false, env)
+        Cluster::start_with(server, 1, &[], false, env, None)
+    }
+
+    /// Starts `n` nodes of `server` serving clients (and, with
+    /// `tls.peer`, each other) over TLS.
+    pub fn start_tls(server: Server, n: usize, tls: &ClusterTls, extra: &[&str]) -> Cluster {
+        Cluster::start_with(server, n, extra, false, &[], Some(tls))
     }
 
     fn start_with(
@@ -421,6 +444,7 @@ impl Cluster {
         extra: &[&str],
         via_env: bool,
         env: &[(&str, &str)],
+        tls: Option<&ClusterTls>,
     ) -> Cluster {
         assert!(n >= 1);
         assert!(
@@ -428,10 +452,16 @@ impl Cluster {
             "only cairn reads CAIRN_ variables"
         );
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let client_scheme = if tls.is_some() { "https" } else { "http" };
+        let peer_scheme = if tls.is_some_and(|t| t.peer) {
+            "https"
+        } else {
+            "http"
+        };
         let initial_cluster = ports
             .iter()
             .enumerate()
-            .map(|(i, (_, peer))| format!("n{}=http://127.0.0.1:{peer}", i + 1))
+            .map(|(i, (_, peer))| format!("n{}={peer_scheme}://127.0.0.1:{peer}", i + 1))
             .collect::<Vec<_>>()
             .join(",");
         let token = format!("cairn-test-{}-{}", std::process::id(), ports[0].0);
@@ -442,8 +472,8 @@ impl Cluster {
                 .prefix(&format!("cairn-{name}-"))
                 .tempdir()
                 .expect("tempdir");
-            let client = format!("http://127.0.0.1:{client_port}");
-            let peer = format!("http://127.0.0.1:{peer_port}");
+            let client = format!("{client_scheme}://127.0.0.1:{client_port}");
+            let peer = format!("{peer_scheme}://127.0.0.1:{peer_port}");
             let mut args = vec![
                 format!("--name={name}"),
                 format!("--data-dir={}", dir.path().join("data").display()),
@@ -454,6 +484,9 @@ impl Cluster {
                 format!("--initial-cluster={initial_cluster}"),
                 format!("--initial-cluster-token={token}"),
             ];
+            if let Some(tls) = tls {
+                args.extend(tls.server_flags());
+            }
             args.extend(extra.iter().map(|s| s.to_string()));
             nodes.push(Node {
                 name,
@@ -469,6 +502,8 @@ impl Cluster {
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
+                https: tls.is_some(),
+                ctl_tls: tls.map(ClusterTls::etcdctl_flags).unwrap_or_default(),
             });
         }
         let mut cluster = Cluster { server, nodes };
@@ -499,7 +534,7 @@ impl Cluster {
 
     /// Runs etcdctl against node `i`.
     pub fn ctl(&self, i: usize, args: &[&str]) -> CtlOut {
-        etcdctl(&self.endpoint(i), args)
+        self.nodes[i].ctl(args)
     }
 
     /// Runs etcdctl against node `i` with `stdin`.
@@ -520,15 +555,12 @@ impl Cluster {
                     self.nodes[i].log_tail()
                 );
             }
-            let out = etcdctl(
-                &self.endpoint(i),
-                &[
-                    "--dial-timeout=1s",
-                    "--command-timeout=2s",
-                    "get",
-                    "harness-readiness-probe",
-                ],
-            );
+            let out = self.nodes[i].ctl(&[
+                "--dial-timeout=1s",
+                "--command-timeout=2s",
+                "get",
+                "harness-readiness-probe",
+            ]);
             if out.success() {
                 return;
             }
@@ -622,6 +654,47 @@ impl Drop for Cluster {
                 }
             }
         }
+    }
+}
+
+/// TLS for a test cluster: client URLs are `https://` with `server`'s
+/// certificate; with `client_cert_auth` etcdctl must present `client`'s;
+/// with `peer`, peer URLs are `https://` too, with mutual TLS and the same
+/// certificate as the client port.
+#[derive(Clone, Debug)]
+pub struct ClusterTls {
+    pub ca_file: PathBuf,
+    pub server: Issued,
+    pub client: Issued,
+    pub client_cert_auth: bool,
+    pub peer: bool,
+}
+
+impl ClusterTls {
+    /// The server's TLS flags.
+    pub fn server_flags(&self) -> Vec<String> {
+        let mut flags = vec![
+            format!("--cert-file={}", self.server.cert_file.display()),
+            format!("--key-file={}", self.server.key_file.display()),
+        ];
+        if self.client_cert_auth {
+            flags.push(format!("--trusted-ca-file={}", self.ca_file.display()));
+            flags.push("--client-cert-auth=true".into());
+        }
+        if self.peer {
+            flags.extend([
+                format!("--peer-cert-file={}", self.server.cert_file.display()),
+                format!("--peer-key-file={}", self.server.key_file.display()),
+                format!("--peer-trusted-ca-file={}", self.ca_file.display()),
+                "--peer-client-cert-auth=true".into(),
+            ]);
+        }
+        flags
+    }
+
+    /// etcdctl's flags: trust the CA, present the client certificate.
+    pub fn etcdctl_flags(&self) -> Vec<String> {
+        self.client.etcdctl_flags(&self.ca_file)
     }
 }
 

@@ -1,4 +1,5 @@
 //! Code shared by integration tests (and the fuzz targets, by path).
+pub mod certs;
 pub mod cluster;
 pub mod compat;
 pub mod model;
