@@ -51,8 +51,8 @@ fn client_tls_serves_etcdctl_and_refuses_clients_that_do_not_trust_it() {
             c.ctl(0, &["get", "k", "--print-value-only"]).ok().trim(),
             "v"
         );
-        // etcdctl's per-endpoint dial (the `:authority` h2shim repairs) works
-        // behind TLS as in front of it.
+        // etcdctl's per-endpoint dial, whose `:authority` h2shim repairs on
+        // plain connections (over TLS etcdctl sends a plain host:port).
         let status = c.ctl(0, &["endpoint", "status"]);
         assert!(
             status.ok().contains(&c.endpoint(0)),
