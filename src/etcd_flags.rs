@@ -92,7 +92,6 @@ pub const FLAGS: &[Flag] = &[
         false,
         "cairn does not limit gRPC streams per client yet",
     ),
-    warn("enable-grpc-gateway", true, HTTP),
     warn(
         "grpc-keepalive-min-time",
         false,
@@ -170,7 +169,6 @@ pub const FLAGS: &[Flag] = &[
     // Profiling and monitoring.
     warn("enable-pprof", true, HTTP),
     warn("metrics", false, HTTP),
-    warn("listen-metrics-urls", false, HTTP),
     // Logging.
     warn("log-outputs", false, LOGGING),
     warn("enable-log-rotation", true, LOGGING),

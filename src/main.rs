@@ -164,6 +164,12 @@ struct ServeArgs {
     /// Logger: zap (the only one etcd 3.5 has; cairn logs its own way).
     #[arg(long, env = "ETCD_LOGGER", default_value = "zap", value_parser = ["zap", "capnslog"])]
     logger: String,
+    /// Serve the JSON gateway (/v3/...) on the client port.
+    #[arg(long, env = "ETCD_ENABLE_GRPC_GATEWAY", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    enable_grpc_gateway: bool,
+    /// URLs to serve /metrics and the health probes on (not the KV API).
+    #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", default_value = "")]
+    listen_metrics_urls: String,
 }
 
 impl ServeArgs {
@@ -213,6 +219,10 @@ impl ServeArgs {
             )?,
             tick_interval: Duration::from_millis(self.heartbeat_interval),
             faults: Default::default(),
+            http: cairn::server::config::HttpConfig {
+                enable_grpc_gateway: self.enable_grpc_gateway,
+                listen_metrics: urls(&self.listen_metrics_urls)?,
+            },
         })
     }
 }

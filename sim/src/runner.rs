@@ -197,6 +197,7 @@ fn server_config(i: usize, members: usize, skew: f64, faults: InjectedFaults) ->
         auto_compaction: None,
         tick_interval: Duration::from_secs_f64(0.1 * skew),
         faults,
+        http: Default::default(),
     }
 }
 

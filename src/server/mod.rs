@@ -22,6 +22,8 @@ pub mod compactor;
 pub mod config;
 #[cfg(not(madsim))]
 pub mod h2shim;
+#[cfg(not(madsim))]
+pub mod http;
 pub mod peer;
 pub mod raft_loop;
 pub mod services;
@@ -73,7 +75,7 @@ pub enum ServeError {
 
 /// Bytes of gRPC framing allowed above `--max-request-bytes`, as in etcd, so an
 /// oversized request reaches the server's own check and gets etcd's error.
-const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// Recovers from `cfg.data_dir` on the file system and serves until
 /// `shutdown` resolves.
@@ -106,12 +108,13 @@ fn splitmix(seed: u64) -> u64 {
 async fn serve_clients(
     addr: std::net::SocketAddr,
     router: tonic::transport::server::Router<ClientLayers>,
+    api: Arc<http::HttpApi>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
-    h2shim::serve(listener, router, shutdown)
+    h2shim::serve(listener, router, Some(api), shutdown)
         .await
         .map_err(|source| ServeError::Listen { addr, source })
 }
@@ -122,6 +125,7 @@ async fn serve_clients(
 async fn serve_clients(
     addr: std::net::SocketAddr,
     router: tonic::transport::server::Router,
+    _api: (),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     router
@@ -252,6 +256,7 @@ pub async fn serve_on<D: Disk + 'static>(
     let max_msg = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
     for addr in cfg.listen_client.iter().copied() {
         let h = handle.clone();
+        let http_api = http_api(&cfg, &h);
         let mut stop = stop_rx.clone();
         let failed = failed_tx.clone();
         servers.push(tokio::spawn(async move {
@@ -265,11 +270,22 @@ pub async fn serve_on<D: Disk + 'static>(
             let stopped = async move {
                 let _ = stop.changed().await;
             };
-            if let Err(err) = serve_clients(addr, router, stopped).await {
+            if let Err(err) = serve_clients(addr, router, http_api, stopped).await {
                 let _ = failed.send(err).await;
             }
         }));
         tracing::info!(%addr, "serving clients");
+    }
+    #[cfg(not(madsim))]
+    for addr in cfg.http.listen_metrics.iter().copied() {
+        let api = http_api(&cfg, &handle);
+        let (stop, failed) = (stop_rx.clone(), failed_tx.clone());
+        servers.push(tokio::spawn(async move {
+            if let Err(source) = http::serve_metrics(addr, api, stop).await {
+                let _ = failed.send(ServeError::Bind { addr, source }).await;
+            }
+        }));
+        tracing::info!(%addr, "serving metrics and probes");
     }
     // The loop stops when told to, not when the last client server is gone:
     // a stopping leader still has its hand-over to run.
@@ -311,6 +327,19 @@ pub async fn serve_on<D: Disk + 'static>(
     result
 }
 
+/// The HTTP side's view of the services (see [`http`]).
+#[cfg(not(madsim))]
+fn http_api(cfg: &ServerConfig, handle: &Handle) -> Arc<http::HttpApi> {
+    Arc::new(http::HttpApi {
+        handle: handle.clone(),
+        gateway: cfg.http.enable_grpc_gateway,
+    })
+}
+
+/// Under the simulator there is no HTTP side.
+#[cfg(madsim)]
+fn http_api(_cfg: &ServerConfig, _handle: &Handle) {}
+
 /// How long a stopping member waits for client requests in flight (and for
 /// clients to close their connections) before it closes them itself: long
 /// enough for a unary request to finish; a watch stream would hold it for
@@ -351,7 +380,7 @@ fn client_server_builder() -> tonic::transport::Server {
 }
 
 #[cfg(not(madsim))]
-pub type HttpResponse = http::Response<tonic::body::Body>;
+pub type HttpResponse = ::http::Response<tonic::body::Body>;
 
 /// tonic answers a request over `max_decoding_message_size` with OutOfRange
 /// and its own text; etcd (grpc-go) answers ResourceExhausted "grpc: received
