@@ -1,5 +1,6 @@
 //! Code shared by integration tests (and the fuzz targets, by path).
 pub mod cluster;
 pub mod compat;
+pub mod http;
 pub mod model;
 pub mod streaming;

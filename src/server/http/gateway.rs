@@ -329,7 +329,7 @@ pub fn http_status(code: Code) -> StatusCode {
         Code::PermissionDenied => StatusCode::FORBIDDEN,
         Code::Unauthenticated => StatusCode::UNAUTHORIZED,
         Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        Code::FailedPrecondition => StatusCode::BAD_REQUEST,
+        Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
         Code::Aborted => StatusCode::CONFLICT,
         Code::OutOfRange => StatusCode::BAD_REQUEST,
         Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
