@@ -21,6 +21,8 @@
 pub mod compactor;
 pub mod config;
 #[cfg(not(madsim))]
+pub mod grpc_metrics;
+#[cfg(not(madsim))]
 pub mod h2shim;
 #[cfg(not(madsim))]
 pub mod http;
@@ -291,11 +293,17 @@ pub async fn serve_on<D: Disk + 'static>(
     // a stopping leader still has its hand-over to run.
     let commands_open = handle.commands.clone();
     // Background tasks that never finish on their own: aborted at the end.
-    let background: Vec<_> = cfg
+    #[allow(unused_mut)]
+    let mut background: Vec<_> = cfg
         .auto_compaction
         .map(|mode| tokio::spawn(compactor::run(mode, handle.commands.clone())))
         .into_iter()
         .collect();
+    #[cfg(not(madsim))]
+    background.push(tokio::spawn(http::sample_metrics(
+        http_api(&cfg, &handle),
+        cfg.heartbeat_interval,
+    )));
     drop(handle);
 
     let (loop_stop_tx, loop_stop_rx) = watch::channel(false);
@@ -333,6 +341,7 @@ fn http_api(cfg: &ServerConfig, handle: &Handle) -> Arc<http::HttpApi> {
     Arc::new(http::HttpApi {
         handle: handle.clone(),
         gateway: cfg.http.enable_grpc_gateway,
+        quota_backend_bytes: cfg.quota_backend_bytes,
     })
 }
 
@@ -362,16 +371,21 @@ async fn drain(servers: &mut Vec<tokio::task::JoinHandle<()>>, grace: std::time:
 #[cfg(not(madsim))]
 pub type ClientLayers = tower::layer::util::Stack<
     tower::util::MapResponseLayer<fn(HttpResponse) -> HttpResponse>,
-    tower::layer::util::Identity,
+    tower::layer::util::Stack<grpc_metrics::GrpcMetricsLayer, tower::layer::util::Identity>,
 >;
 
-/// The client gRPC server builder. On the real runtime it rewrites tonic's
-/// answer to an oversized message into etcd's (see [`etcd_size_error`]);
+/// The client gRPC server builder. On the real runtime it counts requests
+/// for `/metrics` ([`grpc_metrics`]) and rewrites tonic's answer to an
+/// oversized message into etcd's (see [`etcd_size_error`]);
 /// madsim's simulated server takes no layers.
 #[cfg(not(madsim))]
 pub fn client_server_builder() -> tonic::transport::Server<ClientLayers> {
     let rewrite: fn(HttpResponse) -> HttpResponse = etcd_size_error;
-    tonic::transport::Server::builder().layer(tower::util::MapResponseLayer::new(rewrite))
+    // The counters see the code after the rewrite: the outer layer is the
+    // first one added.
+    tonic::transport::Server::builder()
+        .layer(grpc_metrics::GrpcMetricsLayer)
+        .layer(tower::util::MapResponseLayer::new(rewrite))
 }
 
 #[cfg(madsim)]

@@ -33,6 +33,7 @@
 //! are in [`super::stream`].
 
 use super::{go_http_error, respond, stream, Body, HttpApi};
+use crate::metrics::{self, RpcGuard};
 use crate::proto::etcdserverpb::{
     cluster_server::Cluster, kv_server::Kv, lease_server::Lease, maintenance_server::Maintenance,
 };
@@ -68,6 +69,37 @@ pub enum Rpc {
     /// On etcd 3.4's path list, not implemented by cairn: the gRPC method's
     /// name and its service.
     Unimplemented(&'static str, &'static str),
+}
+
+impl Rpc {
+    /// The gRPC method this call is, for the request counters.
+    fn method_name(self) -> Option<&'static str> {
+        Some(match self {
+            Rpc::Range => "Range",
+            Rpc::Put => "Put",
+            Rpc::DeleteRange => "DeleteRange",
+            Rpc::Txn => "Txn",
+            Rpc::Compact => "Compact",
+            Rpc::Watch => "Watch",
+            Rpc::LeaseGrant => "LeaseGrant",
+            Rpc::LeaseRevoke => "LeaseRevoke",
+            Rpc::LeaseKeepAlive => "LeaseKeepAlive",
+            Rpc::LeaseTimeToLive => "LeaseTimeToLive",
+            Rpc::LeaseLeases => "LeaseLeases",
+            Rpc::MemberList => "MemberList",
+            Rpc::Status => "Status",
+            Rpc::HashKv => "HashKV",
+            Rpc::Unimplemented(..) => return None,
+        })
+    }
+
+    /// Counts the call's start, as etcd's gRPC server counts its gateway's
+    /// calls; the guard counts its end.
+    fn started(self) -> Option<RpcGuard> {
+        let name = self.method_name()?;
+        let index = metrics::METHODS.iter().position(|m| m.name == name)?;
+        Some(metrics::rpc_started(index))
+    }
 }
 
 /// The call `path` names, `/v3beta/` read as `/v3/`; `None` if etcd 3.4 has
@@ -124,9 +156,12 @@ pub async fn serve(api: &HttpApi, req: Request<Incoming>) -> Response<Body> {
         return go_http_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
     }
     let (parts, body) = req.into_parts();
+    let mut guard = rpc.started();
     match rpc {
-        Rpc::Watch => return stream::watch(api, body, &parts.headers).await,
-        Rpc::LeaseKeepAlive => return stream::keep_alive(api, body, &parts.headers).await,
+        Rpc::Watch => return stream::watch(api, body, &parts.headers, guard).await,
+        Rpc::LeaseKeepAlive => {
+            return stream::keep_alive(api, body, &parts.headers, guard).await;
+        }
         _ => {}
     }
     let metadata = forwarded_metadata(&parts.headers);
@@ -137,11 +172,43 @@ pub async fn serve(api: &HttpApi, req: Request<Incoming>) -> Response<Body> {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
+            finish(&mut guard, Code::ResourceExhausted);
             return body_too_large(limit);
         }
         // The client went away mid-body: nobody reads the answer.
         Err(e) => return error_response(&Status::cancelled(e.to_string())),
     };
+    let resp = call(api, rpc, body, metadata).await;
+    let code = match resp.status() {
+        StatusCode::OK => Code::Ok,
+        _ => resp_code(&resp),
+    };
+    finish(&mut guard, code);
+    resp
+}
+
+/// Records the call's code on its guard.
+fn finish(guard: &mut Option<RpcGuard>, code: Code) {
+    if let Some(g) = guard {
+        g.finish(code as i32);
+    }
+}
+
+/// The gRPC code an error response carries.
+fn resp_code(resp: &Response<Body>) -> Code {
+    resp.extensions()
+        .get::<Code>()
+        .copied()
+        .unwrap_or(Code::Unknown)
+}
+
+/// Calls a unary RPC with a body already read.
+async fn call(
+    api: &HttpApi,
+    rpc: Rpc,
+    body: Bytes,
+    metadata: tonic::metadata::MetadataMap,
+) -> Response<Body> {
     let h = || api.handle.clone();
     let kv_max = api.handle.max_request_bytes + crate::server::GRPC_OVERHEAD_BYTES;
     let max = DEFAULT_MAX_MESSAGE_BYTES;
@@ -302,7 +369,10 @@ pub fn error_response(status: &Status) -> Response<Body> {
         code: status.code() as i32,
     };
     let json = serde_json::to_vec(&body).unwrap_or_default();
-    respond(http_status(status.code()), "application/json", json)
+    let mut resp = respond(http_status(status.code()), "application/json", json);
+    // For the request counters.
+    resp.extensions_mut().insert(status.code());
+    resp
 }
 
 /// A body over [`HttpApi::max_body_bytes`]: 413, in grpc-gateway's error

@@ -1,5 +1,5 @@
-//! The HTTP/1.1 side of the client port: etcd's probes, `/version`, and the
-//! grpc-gateway JSON API under `/v3/`.
+//! The HTTP/1.1 side of the client port: etcd's probes, `/version`,
+//! `/metrics`, and the grpc-gateway JSON API under `/v3/`.
 //!
 //! # What it owns
 //!
@@ -8,7 +8,7 @@
 //! connection that does not open with the HTTP/2 preface; the metrics
 //! listener (`--listen-metrics-urls`) hands it all of its connections. Which
 //! routes answer depends on the [`Port`]: the client port has everything, the
-//! metrics port only the probes (`/health`, and 3.5.11's `/livez` and
+//! metrics port only `/metrics` and the probes (`/health`, and 3.5.11's `/livez` and
 //! `/readyz`, which kubeadm's pod probes use), as etcd. Only the client port
 //! adds etcd's CORS headers.
 //!
@@ -67,7 +67,7 @@ pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 pub enum Port {
     /// `--listen-client-urls`: the gateway, probes, `/version`.
     Client,
-    /// `--listen-metrics-urls`: the probes only.
+    /// `--listen-metrics-urls`: `/metrics` and the probes only.
     Metrics,
 }
 
@@ -77,6 +77,8 @@ pub struct HttpApi {
     pub handle: Handle,
     /// `--enable-grpc-gateway`: whether `/v3/` is served.
     pub gateway: bool,
+    /// `--quota-backend-bytes`, for `etcd_server_quota_backend_bytes`.
+    pub quota_backend_bytes: u64,
 }
 
 impl HttpApi {
@@ -158,6 +160,17 @@ pub async fn serve_metrics(
     }
 }
 
+/// Samples the member's status into the metrics every `every` (the
+/// heartbeat interval), for ever: the driver aborts it at shutdown.
+pub async fn sample_metrics(api: Arc<HttpApi>, every: Duration) {
+    let mut ticks = tokio::time::interval(every.max(Duration::from_millis(10)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        probes::sample_status(&api).await;
+    }
+}
+
 /// Resolves once `stop` is true (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     if stop.wait_for(|stopped| *stopped).await.is_err() {
@@ -171,6 +184,7 @@ async fn route(api: &HttpApi, port: Port, req: Request<Incoming>) -> Response<Bo
     match path.as_str() {
         "/version" if port == Port::Client => probes::version(&req),
         "/health" => probes::health(api, &req).await,
+        "/metrics" => probes::metrics(api, &req).await,
         "/livez" | "/readyz" => probes::livez_readyz(api, &req, &path).await,
         _ if path.starts_with("/livez/") || path.starts_with("/readyz/") => {
             probes::livez_readyz(api, &req, &path).await

@@ -10,6 +10,7 @@
 //!   `{"health":"false","reason":"RAFT NO LEADER"}` (3.4 gives no reason).
 //!   cairn has no alarms yet, so etcd's alarm check and `?exclude=NOSPACE`
 //!   have nothing to look at.
+//! - `/metrics`: [`crate::metrics`] in Prometheus's text format.
 //! - `/livez` (a serializable read) and `/readyz` (a serializable and a
 //!   linearizable read): etcd 3.5.11's probes, `ok` or, with `?verbose`, one
 //!   `[+]name ok` line per check first; a failure is 503 with the `[-]name
@@ -55,6 +56,41 @@ fn cluster_version(server: &str) -> String {
         (Some(major), Some(minor)) => format!("{major}.{minor}.0"),
         _ => server.to_string(),
     }
+}
+
+/// `GET /metrics`: Prometheus's text format, the status sampled first so
+/// the raft gauges are current.
+pub async fn metrics(api: &HttpApi, req: &Request<Incoming>) -> Response<Body> {
+    if req.method() != Method::GET {
+        return method_not_allowed(Method::GET);
+    }
+    sample_status(api).await;
+    respond(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        crate::metrics::gather(),
+    )
+}
+
+/// Feeds `Maintenance.Status` into the metrics.
+pub async fn sample_status(api: &HttpApi) {
+    let Ok(resp) = MaintenanceService(api.handle.clone())
+        .status(tonic::Request::new(StatusRequest {}))
+        .await
+    else {
+        return;
+    };
+    let s = resp.get_ref();
+    let member_id = api.handle.member_id;
+    crate::metrics::observe_status(&crate::metrics::StatusSample {
+        member_id,
+        leader: s.leader,
+        is_leader: s.leader == member_id,
+        commit: s.raft_index,
+        applied: s.raft_applied_index,
+        db_size: s.db_size.max(0) as u64,
+        quota_backend_bytes: api.quota_backend_bytes,
+    });
 }
 
 /// `GET /health`.

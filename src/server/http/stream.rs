@@ -29,6 +29,7 @@
 
 use super::gateway::{error_response, forwarded_metadata, http_status};
 use super::{Body, HttpApi};
+use crate::metrics::RpcGuard;
 use crate::proto::etcdserverpb::{
     lease_server::Lease, watch_server::Watch, LeaseKeepAliveRequest, WatchRequest,
 };
@@ -50,13 +51,23 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// `POST /v3/watch`.
-pub async fn watch(api: &HttpApi, body: Incoming, headers: &http::HeaderMap) -> Response<Body> {
+pub async fn watch(
+    api: &HttpApi,
+    body: Incoming,
+    headers: &http::HeaderMap,
+    guard: Option<RpcGuard>,
+) -> Response<Body> {
     let (streaming, gone) = request_side::<WatchRequest>(api, body, true);
     let req =
         tonic::Request::from_parts(forwarded_metadata(headers), Default::default(), streaming);
     match WatchService(api.handle.clone()).watch(req).await {
-        Ok(resp) => response_side(resp.into_inner(), gone).await,
-        Err(status) => error_response(&status),
+        Ok(resp) => response_side(resp.into_inner(), Ended { _gone: gone, guard }).await,
+        Err(status) => {
+            if let Some(mut g) = guard {
+                g.finish(status.code() as i32);
+            }
+            error_response(&status)
+        }
     }
 }
 
@@ -65,13 +76,35 @@ pub async fn keep_alive(
     api: &HttpApi,
     body: Incoming,
     headers: &http::HeaderMap,
+    guard: Option<RpcGuard>,
 ) -> Response<Body> {
     let (streaming, gone) = request_side::<LeaseKeepAliveRequest>(api, body, false);
     let req =
         tonic::Request::from_parts(forwarded_metadata(headers), Default::default(), streaming);
     match LeaseService(api.handle.clone()).lease_keep_alive(req).await {
-        Ok(resp) => response_side(resp.into_inner(), gone).await,
-        Err(status) => error_response(&status),
+        Ok(resp) => response_side(resp.into_inner(), Ended { _gone: gone, guard }).await,
+        Err(status) => {
+            if let Some(mut g) = guard {
+                g.finish(status.code() as i32);
+            }
+            error_response(&status)
+        }
+    }
+}
+
+/// What the response body carries to its end: the [`Gone`] signal and the
+/// request counters' guard.
+struct Ended {
+    /// Held for its `Drop`.
+    _gone: Gone,
+    guard: Option<RpcGuard>,
+}
+
+impl Ended {
+    fn finish(&mut self, code: tonic::Code) {
+        if let Some(g) = &mut self.guard {
+            g.finish(code as i32);
+        }
     }
 }
 
@@ -182,7 +215,7 @@ fn grpc_frame<M: prost::Message>(msg: &M) -> Bytes {
 
 /// The response: each message as a `{"result": ...}` chunk. An error before
 /// the first message sets the HTTP status too.
-async fn response_side<T>(mut stream: ResponseStream<T>, gone: Gone) -> Response<Body>
+async fn response_side<T>(mut stream: ResponseStream<T>, mut ended: Ended) -> Response<Body>
 where
     T: serde::Serialize + Send + 'static,
 {
@@ -194,14 +227,33 @@ where
         _ => StatusCode::OK,
     };
     // Nothing is read after an error: it ends the stream.
-    let more = matches!(first, Some(Ok(_)));
+    let more = match &first {
+        Some(Ok(_)) => true,
+        Some(Err(e)) => {
+            ended.finish(e.code());
+            false
+        }
+        None => {
+            ended.finish(tonic::Code::Ok);
+            false
+        }
+    };
     let rest = futures::stream::unfold(
-        (more.then_some(stream), gone),
-        |(stream, gone)| async move {
+        (more.then_some(stream), ended),
+        |(stream, mut ended)| async move {
             let mut stream = stream?;
-            let item = stream.next().await?;
+            let item = match stream.next().await {
+                Some(item) => item,
+                None => {
+                    ended.finish(tonic::Code::Ok);
+                    return None;
+                }
+            };
+            if let Err(e) = &item {
+                ended.finish(e.code());
+            }
             let more = item.is_ok();
-            Some((item, (more.then_some(stream), gone)))
+            Some((item, (more.then_some(stream), ended)))
         },
     );
     let chunks = futures::stream::iter(first).chain(rest).map(|item| {
