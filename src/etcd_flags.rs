@@ -57,7 +57,8 @@ const TLS: &str = "TLS is not implemented yet; cairn would serve plain text";
 const DISCOVERY: &str = "discovery is not implemented; bootstrap with --initial-cluster";
 const TRACING: &str = "cairn has no OpenTelemetry tracing";
 const HTTP: &str =
-    "cairn does not serve the HTTP side of the client port yet (gateway, /metrics, /health)";
+    "cairn's HTTP side has no such setting (HTTP/1.1 beside gRPC on the client URLs, one metrics level, etcd's default CORS, no pprof)";
+
 const AUTH: &str = "cairn has no authentication yet; the flag matters only once auth is enabled";
 const NO_MEMBERSHIP: &str = "cairn's membership is fixed at bootstrap (no member add/remove yet)";
 const LOGGING: &str = "cairn logs to stderr only";
