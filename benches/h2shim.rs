@@ -120,6 +120,7 @@ mod imp {
             tokio::spawn(cairn::server::h2shim::serve(
                 shimmed,
                 router(),
+                None,
                 std::future::pending(),
             ));
             println!(
