@@ -6,10 +6,16 @@
 //! from the `protoc-bin-vendored` crate, so a fresh machine needs no system
 //! package. Every `bytes` field becomes `bytes::Bytes`, so keys and values
 //! decoded from a request share its buffer instead of being copied.
+//!
+//! For the HTTP JSON gateway (src/server/http/), pbjson-build writes serde
+//! impls for `etcdserverpb` and `mvccpb` from the same protos, with
+//! grpc-gateway's mapping as etcd 3.4 configures it: proto field names
+//! (`OrigName`), 64-bit integers as strings, bytes as base64, enums by name,
+//! zero values left out, unknown fields ignored.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
-    std::env::set_var("PROTOC", protoc);
+    std::env::set_var("PROTOC", &protoc);
     let protos = [
         "proto/mvccpb/kv.proto",
         "proto/etcdserverpb/rpc.proto",
@@ -21,6 +27,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     madsim_tonic_build::configure()
         .bytes(["."])
         .compile_protos(&protos, &["proto"])?;
+    json_mapping(&protoc, &protos[..2])?;
+    Ok(())
+}
+
+/// Writes `OUT_DIR/{etcdserverpb,mvccpb}.serde.rs` from a descriptor set
+/// protoc makes of `protos`.
+// A build script reads its own output files, not a member's storage.
+#[allow(clippy::disallowed_methods)]
+fn json_mapping(
+    protoc: &std::path::Path,
+    protos: &[&str],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    let set = out.join("json_descriptors.bin");
+    let status = std::process::Command::new(protoc)
+        .arg("--include_imports")
+        .arg(format!("--descriptor_set_out={}", set.display()))
+        .arg("-Iproto")
+        .args(protos)
+        .status()?;
+    if !status.success() {
+        return Err(format!("protoc for the JSON mapping: {status}").into());
+    }
+    pbjson_build::Builder::new()
+        .register_descriptors(&std::fs::read(&set)?)?
+        .out_dir(&out)
+        .preserve_proto_field_names()
+        .ignore_unknown_fields()
+        .build(&[".etcdserverpb", ".mvccpb"])?;
     Ok(())
 }
 

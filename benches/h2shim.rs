@@ -121,6 +121,7 @@ mod imp {
                 shimmed,
                 router(),
                 None,
+                None,
                 std::future::pending(),
             ));
             println!(

@@ -58,7 +58,8 @@ const TLS: &str =
 const DISCOVERY: &str = "discovery is not implemented; bootstrap with --initial-cluster";
 const TRACING: &str = "cairn has no OpenTelemetry tracing";
 const HTTP: &str =
-    "cairn does not serve the HTTP side of the client port yet (gateway, /metrics, /health)";
+    "cairn's HTTP side has no such setting (HTTP/1.1 beside gRPC on the client URLs, one metrics level, etcd's default CORS, no pprof)";
+
 const AUTH: &str = "cairn has no authentication yet; the flag matters only once auth is enabled";
 const NO_MEMBERSHIP: &str = "cairn's membership is fixed at bootstrap (no member add/remove yet)";
 const LOGGING: &str =
@@ -79,7 +80,6 @@ pub const FLAGS: &[Flag] = &[
     warn("backend-bbolt-freelist-type", false, BBOLT),
     warn("backend-batch-interval", false, BBOLT),
     warn("backend-batch-limit", false, BBOLT),
-    warn("enable-grpc-gateway", true, HTTP),
     warn(
         "grpc-keepalive-min-time",
         false,
@@ -140,7 +140,6 @@ pub const FLAGS: &[Flag] = &[
     // Profiling and monitoring.
     warn("enable-pprof", true, HTTP),
     warn("metrics", false, HTTP),
-    warn("listen-metrics-urls", false, HTTP),
     // Logging.
     warn("enable-log-rotation", true, LOGGING),
     warn("log-rotation-config-json", false, LOGGING),

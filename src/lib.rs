@@ -24,6 +24,7 @@ pub mod codec;
 pub mod disk;
 pub mod error;
 pub mod lease;
+pub mod metrics;
 pub mod mvcc;
 pub mod node;
 pub mod planted;

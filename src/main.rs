@@ -227,6 +227,12 @@ struct ServeArgs {
     #[arg(long, env = "ETCD_UNSAFE_NO_FSYNC", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", default_value = "false", value_parser = clap::value_parser!(bool))]
     unsafe_no_fsync: bool,
+    /// Serve the JSON gateway (/v3/...) on the client port.
+    #[arg(long, env = "ETCD_ENABLE_GRPC_GATEWAY", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    enable_grpc_gateway: bool,
+    /// URLs to serve /metrics and the health probes on (not the KV API).
+    #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", default_value = "")]
+    listen_metrics_urls: String,
 }
 
 impl ServeArgs {
@@ -290,6 +296,10 @@ impl ServeArgs {
             ),
             tick_interval: Duration::from_millis(self.heartbeat_interval),
             faults: Default::default(),
+            http: cairn::server::config::HttpConfig {
+                enable_grpc_gateway: self.enable_grpc_gateway,
+                listen_metrics: urls(&self.listen_metrics_urls)?,
+            },
         })
     }
 }

@@ -5,11 +5,15 @@
 /// `mvccpb`: KeyValue and Event.
 pub mod mvccpb {
     tonic::include_proto!("mvccpb");
+    #[cfg(not(madsim))]
+    include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
 }
 
 /// `etcdserverpb`: the etcd v3 services, requests, responses and headers.
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+    #[cfg(not(madsim))]
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
 }
 
 /// `grpc.health.v1`: the standard health check.

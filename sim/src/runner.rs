@@ -200,6 +200,7 @@ fn server_config(i: usize, members: usize, skew: f64, faults: InjectedFaults) ->
         tls: Default::default(),
         tick_interval: Duration::from_secs_f64(0.1 * skew),
         faults,
+        http: Default::default(),
     }
 }
 

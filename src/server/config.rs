@@ -56,6 +56,28 @@ pub struct ServerConfig {
     pub tick_interval: Duration,
     /// Faults the simulator injects into the driver; none outside it.
     pub faults: InjectedFaults,
+    /// The HTTP side: the gateway switch and the metrics listeners.
+    pub http: HttpConfig,
+}
+
+/// The HTTP side of the server (`super::http`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// `--enable-grpc-gateway`: serve the JSON gateway under `/v3/`.
+    pub enable_grpc_gateway: bool,
+    /// `--listen-metrics-urls`: extra listeners serving the probes,
+    /// `/version` and `/metrics`, not the KV API.
+    pub listen_metrics: Vec<SocketAddr>,
+}
+
+impl Default for HttpConfig {
+    /// etcd's defaults: the gateway on, no metrics listener.
+    fn default() -> Self {
+        HttpConfig {
+            enable_grpc_gateway: true,
+            listen_metrics: Vec::new(),
+        }
+    }
 }
 
 /// etcd's `--grpc-keepalive-interval`, `--grpc-keepalive-timeout` and

@@ -48,6 +48,17 @@
 //! which tonic keeps), END_HEADERS on the last. END_STREAM is kept; padding and
 //! PRIORITY information are dropped (h2 ignores priority).
 //!
+//! # HTTP/1.1 on the same port
+//!
+//! Each accepted connection is first read until its bytes are the whole
+//! HTTP/2 preface or can no longer be (an HTTP/1.1 request line differs from
+//! `PRI * HTTP/2.0` by its second byte at the latest), as etcd's `cmux` tells
+//! gRPC from HTTP/1.1 per connection. An HTTP/2 connection goes to tonic
+//! through the rewriter below, the bytes already read first. Any other goes
+//! to the HTTP/1.1 server (`super::http`) with those bytes put back in front
+//! ([`Prefixed`]); it never meets tonic. A connection that sends nothing for
+//! `http::HEADER_READ_TIMEOUT` is closed before it is classified.
+//!
 //! # Dynamic tables
 //!
 //! Both tables are 4096 bytes, the HTTP/2 default for SETTINGS_HEADER_TABLE_SIZE.
@@ -82,11 +93,16 @@ use loona_hpack::decoder::DecoderError;
 use loona_hpack::{Decoder, Encoder};
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::ReadBuf;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+
+use super::http::{self, HttpApi};
 
 /// The client connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -525,21 +541,29 @@ pub fn strip_scheme(value: &[u8]) -> &[u8] {
     }
 }
 
-/// Accepts client connections on `listener` and serves them with `router`
-/// through the shim, until `shutdown` resolves and tonic has drained every
-/// connection.
+/// Accepts client connections on `listener` and serves them: HTTP/2 ones
+/// with `router` through the shim, HTTP/1.1 ones with `http` (or, without
+/// it, with `router` too, which answers them as tonic does), until `shutdown`
+/// resolves and tonic has drained every connection.
 pub async fn serve(
     listener: TcpListener,
     router: tonic::transport::server::Router<super::ClientLayers>,
     tls: Option<Arc<ServerTls>>,
+    http: Option<Arc<HttpApi>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let (conn_tx, conn_rx) = mpsc::channel::<DuplexStream>(ACCEPT_QUEUE);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
     let served = router.serve_with_incoming_shutdown(incoming(conn_rx), shutdown);
     tokio::pin!(served);
+    let accepting = accept_loop(listener, conn_tx, tls, http, stop_rx);
     tokio::select! {
         res = &mut served => return res,
-        () = accept_loop(listener, conn_tx, tls) => {}
+        () = accepting => {}
     }
     // tonic stopped taking connections (shutdown): the listener is closed; let
     // tonic finish draining.
@@ -553,12 +577,15 @@ fn incoming(
     futures::stream::poll_fn(move |cx| conn_rx.poll_recv(cx).map(|c| c.map(Ok)))
 }
 
-/// Accepts connections and starts a relay for each (after its TLS handshake,
-/// on its own task, when `tls` is given), until tonic stops taking them.
+/// Accepts connections and starts a task for each that runs its TLS
+/// handshake (when `tls` is given) and tells HTTP/2 from HTTP/1.1, until
+/// tonic stops taking them.
 async fn accept_loop(
     listener: TcpListener,
     conn_tx: mpsc::Sender<DuplexStream>,
     tls: Option<Arc<ServerTls>>,
+    http: Option<Arc<HttpApi>>,
+    stop: watch::Receiver<bool>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -574,17 +601,14 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let (server_end, shim_end) = tokio::io::duplex(PIPE_BYTES);
-        if conn_tx.send(server_end).await.is_err() {
-            return;
-        }
+        let (conn_tx, http, stop) = (conn_tx.clone(), http.clone(), stop.clone());
         match &tls {
-            None => tokio::spawn(relay(tcp, shim_end)),
+            None => tokio::spawn(dispatch(tcp, conn_tx, http, stop)),
             Some(tls) => {
                 let tls = tls.clone();
                 tokio::spawn(async move {
                     match tls.accept(tcp).await {
-                        Ok(conn) => relay(conn, shim_end).await,
+                        Ok(conn) => dispatch(conn, conn_tx, http, stop).await,
                         Err(e) => {
                             tracing::warn!(remote_addr = %remote, error = %e, "rejected connection")
                         }
@@ -595,12 +619,58 @@ async fn accept_loop(
     }
 }
 
-/// Relays one connection (TCP, or TLS over it) until either side is done
-/// with it.
-async fn relay(conn: impl AsyncRead + AsyncWrite + Send + 'static, pipe: DuplexStream) {
+/// Reads the first bytes of a connection (TCP, or TLS over it) and hands it
+/// on: to tonic through the shim if they are the HTTP/2 preface, to the
+/// HTTP/1.1 server if they cannot be. A client that sends nothing for
+/// [`http::HEADER_READ_TIMEOUT`] is dropped.
+async fn dispatch<IO>(
+    mut conn: IO,
+    conn_tx: mpsc::Sender<DuplexStream>,
+    http: Option<Arc<HttpApi>>,
+    stop: watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let first = match tokio::time::timeout(http::HEADER_READ_TIMEOUT, sniff(&mut conn)).await {
+        Ok(Ok(first)) => first,
+        _ => return,
+    };
+    if let (false, Some(api)) = (first.starts_with(PREFACE), http) {
+        http::serve_connection(api, http::Port::Client, Prefixed::new(first, conn), stop).await;
+        return;
+    }
+    let (server_end, shim_end) = tokio::io::duplex(PIPE_BYTES);
+    if conn_tx.send(server_end).await.is_ok() {
+        relay(conn, first, shim_end).await;
+    }
+}
+
+/// Reads until the bytes read are the whole HTTP/2 preface or stop being a
+/// prefix of it (an HTTP/1.1 request differs by its second byte at most), or
+/// the client closes.
+async fn sniff(conn: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Vec<u8>> {
+    let mut first = Vec::with_capacity(PREFACE.len());
+    let mut buf = [0u8; PREFACE.len()];
+    while first.len() < PREFACE.len() && PREFACE.starts_with(&first) {
+        let n = conn.read(&mut buf[..PREFACE.len() - first.len()]).await?;
+        if n == 0 {
+            break;
+        }
+        first.extend_from_slice(&buf[..n]);
+    }
+    Ok(first)
+}
+
+/// Relays one connection until either side is done with it. `first` is what
+/// [`sniff`] already read from the client.
+async fn relay(
+    conn: impl AsyncRead + AsyncWrite + Send + 'static,
+    first: Vec<u8>,
+    pipe: DuplexStream,
+) {
     let (tcp_rd, tcp_wr) = tokio::io::split(conn);
     let (pipe_rd, pipe_wr) = tokio::io::split(pipe);
-    let up = client_to_server(tcp_rd, pipe_wr);
+    let up = client_to_server(first, tcp_rd, pipe_wr);
     let down = server_to_client(pipe_rd, tcp_wr);
     tokio::pin!(up, down);
     tokio::select! {
@@ -626,12 +696,16 @@ enum RelayError {
 }
 
 async fn client_to_server(
+    first: Vec<u8>,
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
 ) -> Result<(), RelayError> {
     let mut rewriter = Rewriter::new();
     let mut buf = vec![0; READ_BYTES];
     let mut out = Vec::with_capacity(READ_BYTES);
+    rewriter.feed(&first, &mut out)?;
+    to.write_all(&out).await?;
+    out.clear();
     loop {
         let n = from.read(&mut buf).await?;
         if n == 0 {
@@ -650,6 +724,76 @@ async fn server_to_client(
 ) -> std::io::Result<()> {
     tokio::io::copy(&mut from, &mut to).await?;
     to.shutdown().await
+}
+
+/// A client connection whose first bytes were read by [`sniff`]: they are
+/// read again before the socket's.
+pub struct Prefixed<S> {
+    first: Vec<u8>,
+    /// Bytes of `first` already read again.
+    at: usize,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    pub fn new(first: Vec<u8>, inner: S) -> Prefixed<S> {
+        Prefixed {
+            first,
+            at: 0,
+            inner,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.at < this.first.len() {
+            let n = (this.first.len() - this.at).min(buf.remaining());
+            buf.put_slice(&this.first[this.at..this.at + n]);
+            this.at += n;
+            if this.at == this.first.len() {
+                this.first = Vec::new();
+                this.at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,11 @@
 pub mod compactor;
 pub mod config;
 #[cfg(not(madsim))]
+pub mod grpc_metrics;
+#[cfg(not(madsim))]
 pub mod h2shim;
+#[cfg(not(madsim))]
+pub mod http;
 pub mod peer;
 pub mod raft_loop;
 pub mod services;
@@ -74,7 +78,7 @@ pub enum ServeError {
 
 /// Bytes of gRPC framing allowed above `--max-request-bytes`, as in etcd, so an
 /// oversized request reaches the server's own check and gets etcd's error.
-const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// The TLS set-up a member starts with, built (and its files checked) once.
 #[derive(Default)]
@@ -187,12 +191,13 @@ async fn serve_clients(
     addr: std::net::SocketAddr,
     router: tonic::transport::server::Router<ClientLayers>,
     tls: ListenerTls,
+    api: Arc<http::HttpApi>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
-    h2shim::serve(listener, router, tls, shutdown)
+    h2shim::serve(listener, router, tls, Some(api), shutdown)
         .await
         .map_err(|source| ServeError::Listen { addr, source })
 }
@@ -204,6 +209,7 @@ async fn serve_clients(
     addr: std::net::SocketAddr,
     router: tonic::transport::server::Router,
     _tls: ListenerTls,
+    _api: (),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     router
@@ -336,6 +342,9 @@ pub async fn serve_on<D: Disk + 'static>(
     for addr in cfg.listen_client.iter().copied() {
         let h = handle.clone();
         let client_tls = tls.client_listener(&cfg, addr);
+        // The simulation has no HTTP side: `()` there.
+        #[cfg_attr(madsim, allow(clippy::let_unit_value))]
+        let http_api = http_api(&cfg, &h);
         let mut stop = stop_rx.clone();
         let failed = failed_tx.clone();
         servers.push(tokio::spawn(async move {
@@ -349,21 +358,38 @@ pub async fn serve_on<D: Disk + 'static>(
             let stopped = async move {
                 let _ = stop.changed().await;
             };
-            if let Err(err) = serve_clients(addr, router, client_tls, stopped).await {
+            if let Err(err) = serve_clients(addr, router, client_tls, http_api, stopped).await {
                 let _ = failed.send(err).await;
             }
         }));
         tracing::info!(%addr, "serving clients");
     }
+    #[cfg(not(madsim))]
+    for addr in cfg.http.listen_metrics.iter().copied() {
+        let api = http_api(&cfg, &handle);
+        let (stop, failed) = (stop_rx.clone(), failed_tx.clone());
+        servers.push(tokio::spawn(async move {
+            if let Err(source) = http::serve_metrics(addr, api, stop).await {
+                let _ = failed.send(ServeError::Bind { addr, source }).await;
+            }
+        }));
+        tracing::info!(%addr, "serving metrics and probes");
+    }
     // The loop stops when told to, not when the last client server is gone:
     // a stopping leader still has its hand-over to run.
     let commands_open = handle.commands.clone();
     // Background tasks that never finish on their own: aborted at the end.
-    let background: Vec<_> = cfg
+    #[allow(unused_mut)]
+    let mut background: Vec<_> = cfg
         .auto_compaction
         .map(|mode| tokio::spawn(compactor::run(mode, handle.commands.clone())))
         .into_iter()
         .collect();
+    #[cfg(not(madsim))]
+    background.push(tokio::spawn(http::sample_metrics(
+        http_api(&cfg, &handle),
+        cfg.heartbeat_interval,
+    )));
     drop(handle);
 
     let (loop_stop_tx, loop_stop_rx) = watch::channel(false);
@@ -395,6 +421,20 @@ pub async fn serve_on<D: Disk + 'static>(
     result
 }
 
+/// The HTTP side's view of the services (see [`http`]).
+#[cfg(not(madsim))]
+fn http_api(cfg: &ServerConfig, handle: &Handle) -> Arc<http::HttpApi> {
+    Arc::new(http::HttpApi {
+        handle: handle.clone(),
+        gateway: cfg.http.enable_grpc_gateway,
+        quota_backend_bytes: cfg.quota_backend_bytes,
+    })
+}
+
+/// Under the simulator there is no HTTP side.
+#[cfg(madsim)]
+fn http_api(_cfg: &ServerConfig, _handle: &Handle) {}
+
 /// How long a stopping member waits for client requests in flight (and for
 /// clients to close their connections) before it closes them itself: long
 /// enough for a unary request to finish; a watch stream would hold it for
@@ -417,19 +457,23 @@ async fn drain(servers: &mut Vec<tokio::task::JoinHandle<()>>, grace: std::time:
 #[cfg(not(madsim))]
 pub type ClientLayers = tower::layer::util::Stack<
     tower::util::MapResponseLayer<fn(HttpResponse) -> HttpResponse>,
-    tower::layer::util::Identity,
+    tower::layer::util::Stack<grpc_metrics::GrpcMetricsLayer, tower::layer::util::Identity>,
 >;
 
-/// The client gRPC server builder. On the real runtime it rewrites tonic's
-/// answer to an oversized message into etcd's (see [`etcd_size_error`]);
+/// The client gRPC server builder. On the real runtime it counts requests
+/// for `/metrics` ([`grpc_metrics`]) and rewrites tonic's answer to an
+/// oversized message into etcd's (see [`etcd_size_error`]);
 /// madsim's simulated server takes no layers.
 #[cfg(not(madsim))]
 pub fn client_server_builder(grpc: &GrpcOptions) -> tonic::transport::Server<ClientLayers> {
     let rewrite: fn(HttpResponse) -> HttpResponse = etcd_size_error;
+    // The counters see the code after the rewrite: the outer layer is the
+    // first one added.
     tonic::transport::Server::builder()
         .http2_keepalive_interval(grpc.keepalive_interval)
         .http2_keepalive_timeout(Some(grpc.keepalive_timeout))
         .max_concurrent_streams(grpc.max_concurrent_streams)
+        .layer(grpc_metrics::GrpcMetricsLayer)
         .layer(tower::util::MapResponseLayer::new(rewrite))
 }
 
@@ -440,7 +484,7 @@ fn client_server_builder(_grpc: &GrpcOptions) -> tonic::transport::Server {
 }
 
 #[cfg(not(madsim))]
-pub type HttpResponse = http::Response<tonic::body::Body>;
+pub type HttpResponse = ::http::Response<tonic::body::Body>;
 
 /// tonic answers a request over `max_decoding_message_size` with OutOfRange
 /// and its own text; etcd (grpc-go) answers ResourceExhausted "grpc: received

@@ -209,6 +209,10 @@ impl<D: Disk> RaftLoop<D> {
                 self.node.read(id, request);
             }
             Command::Status(tx) => {
+                crate::metrics::observe_loop(
+                    self.watches.watchers(),
+                    self.node.store().key_count(),
+                );
                 let _ = tx.send(self.node.status());
             }
             Command::HashKv(rev, tx) => {
@@ -348,7 +352,7 @@ impl<D: Disk> RaftLoop<D> {
             }
             // Planted bug: acknowledge now, fsync at the next tick.
             if rd.must_sync && !planted::active(Bug::AckBeforeFsync) {
-                self.wal.sync()?;
+                crate::metrics::time_wal_fsync(|| self.wal.sync())?;
                 self.slow_disk().await;
             }
             let more = self.node.persisted();

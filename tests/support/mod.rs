@@ -2,5 +2,6 @@
 pub mod certs;
 pub mod cluster;
 pub mod compat;
+pub mod http;
 pub mod model;
 pub mod streaming;
