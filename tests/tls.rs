@@ -120,8 +120,14 @@ fn members_replicate_over_mutual_tls() {
     }
 }
 
-/// The leaf certificate `addr` presents to a client that trusts `ca_file`.
-fn served_certificate(addr: &str, ca_file: &Path, client: &Issued) -> Vec<u8> {
+/// A TLS client connection to `addr` trusting `ca_file`, presenting
+/// `client`, offering `alpn`, with its handshake done.
+fn tls_connect(
+    addr: &str,
+    ca_file: &Path,
+    client: &Issued,
+    alpn: &[&[u8]],
+) -> (rustls::ClientConnection, TcpStream) {
     use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName};
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca_file).unwrap() {
@@ -133,12 +139,13 @@ fn served_certificate(addr: &str, ca_file: &Path, client: &Issued) -> Vec<u8> {
         .collect();
     let key = PrivateKeyDer::from_pem_file(&client.key_file).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
         .with_client_auth_cert(certs, key)
         .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let name = ServerName::try_from("127.0.0.1").unwrap();
     let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
     let mut tcp = TcpStream::connect(addr).unwrap();
@@ -146,6 +153,12 @@ fn served_certificate(addr: &str, ca_file: &Path, client: &Issued) -> Vec<u8> {
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp).expect("handshake");
     }
+    (conn, tcp)
+}
+
+/// The leaf certificate `addr` presents to a client that trusts `ca_file`.
+fn served_certificate(addr: &str, ca_file: &Path, client: &Issued) -> Vec<u8> {
+    let (mut conn, mut tcp) = tls_connect(addr, ca_file, client, &[]);
     let leaf = conn.peer_certificates().unwrap()[0].to_vec();
     conn.send_close_notify();
     let _ = conn.complete_io(&mut tcp);
@@ -248,5 +261,35 @@ fn an_https_url_without_a_certificate_is_refused_with_etcds_message() {
             out.stderr.contains(&want) || out.stdout.contains(&want),
             "[{server:?}] {out:?}"
         );
+    }
+}
+
+/// The HTTP side of the client port behind TLS: an HTTP/1.1 client (ALPN
+/// `http/1.1`) gets `/version` and `/health` as over plain text.
+#[test]
+fn http_requests_are_served_over_tls() {
+    for server in Server::reference_and_cairn() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_ca, tls) = pki(dir.path(), true, false);
+        let c = Cluster::start_tls(server, 1, &tls, &[]);
+        let addr = format!("127.0.0.1:{}", c.node(0).client_port);
+        for (path, want) in [
+            ("/version", "\"etcdserver\":"),
+            ("/health", "\"health\":\"true\""),
+        ] {
+            let (mut conn, mut tcp) = tls_connect(&addr, &tls.ca_file, &tls.client, &[b"http/1.1"]);
+            let mut stream = rustls::Stream::new(&mut conn, &mut tcp);
+            let request =
+                format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            stream.write_all(request.as_bytes()).unwrap();
+            let mut response = Vec::new();
+            let _ = stream.read_to_end(&mut response);
+            let response = String::from_utf8_lossy(&response);
+            assert!(
+                response.starts_with("HTTP/1.1 200"),
+                "[{server:?}] {path}: {response}"
+            );
+            assert!(response.contains(want), "[{server:?}] {path}: {response}");
+        }
     }
 }
