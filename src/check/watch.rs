@@ -36,7 +36,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::history::{
+use crate::check::history::{
     Call, Event, EventKind, Extra, History, LeaseCall, LeaseRet, Ret, WatchEnd, WatchRecord,
 };
 

@@ -1,4 +1,13 @@
-//! The checkers that judge a [`History`].
+//! The checkers that judge a [`History`] of etcd v3 client operations.
+//!
+//! Pure and sans-IO: a history in, a verdict out. The simulator (`sim/`)
+//! records its histories on simulated time and `cairn verify` on a real
+//! cluster's wall clock; both judge them with the same code, here. Times are
+//! nanoseconds since the run began; nothing here reads a clock.
+//!
+//! - [`history`]: what a run records (KV ops, watchers, lease ops).
+//! - this module: KV linearizability and the revision checks.
+//! - [`watch`]: etcd's watch guarantees; [`lease`]: the lease rules.
 //!
 //! [`check`] answers one question: could a store with etcd v3's semantics
 //! (one linearizable key space, one revision counter) have produced these
@@ -52,10 +61,12 @@
 //! ops, 16 clients, 30% unknown) was about 12,000. [`Config::max_states_per_key`]
 //! bounds it.
 
+pub mod history;
 pub mod lease;
 mod linearize;
 mod model;
 mod revisions;
+pub mod shrink;
 pub mod watch;
 
 #[cfg(test)]
@@ -68,7 +79,7 @@ mod watch_tests;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::history::{Call, History, Kv, Op, Ret};
+use crate::check::history::{Call, History, Kv, Op, Ret};
 use linearize::{Deepest, KeyOps, Outcome};
 
 /// Bounds on the work [`check_with`] does.

@@ -1,7 +1,9 @@
-//! The history a simulation records: every client operation with when it was
-//! invoked, when (and whether) it completed, what it asked and what it got.
+//! The history a run records (the simulator's, or `cairn verify`'s against a
+//! real cluster): every client operation with when it was invoked, when (and
+//! whether) it completed, what it asked and what it got.
 //!
-//! Times are simulated nanoseconds since the run began. An operation whose
+//! Times are nanoseconds since the run began (simulated in `sim/`, the wall
+//! clock's in `cairn verify`). An operation whose
 //! outcome is unknown (the client timed out, or lost its connection after
 //! sending) has `complete: None` and `ret: Ret::Unknown`: it may or may not
 //! have taken effect, at any time after its invocation.

@@ -3,7 +3,7 @@
 
 use super::lease::{check_leases, LeaseCheck};
 use super::watch::{check_watches, WatchCheck};
-use crate::history::*;
+use crate::check::history::*;
 
 const S: u64 = 1_000_000_000;
 
