@@ -67,14 +67,26 @@ pub fn shrink(history: &History, v: &Violation, max_checks: usize) -> Shrunk {
         return whole();
     };
     let mut checks = 1;
-    let mut chunk = kept.iter().filter(|&&i| is_read(&history[i])).count().div_ceil(2);
+    let mut chunk = kept
+        .iter()
+        .filter(|&&i| is_read(&history[i]))
+        .count()
+        .div_ceil(2);
     while chunk >= 1 && checks < max_checks {
-        let reads: Vec<usize> = kept.iter().copied().filter(|&i| is_read(&history[i])).collect();
+        let reads: Vec<usize> = kept
+            .iter()
+            .copied()
+            .filter(|&i| is_read(&history[i]))
+            .collect();
         for group in reads.chunks(chunk) {
             if checks >= max_checks {
                 break;
             }
-            let trial: Vec<usize> = kept.iter().copied().filter(|i| !group.contains(i)).collect();
+            let trial: Vec<usize> = kept
+                .iter()
+                .copied()
+                .filter(|i| !group.contains(i))
+                .collect();
             checks += 1;
             if let Some(found) = fails(history, &trial) {
                 kept = trial;
