@@ -117,3 +117,66 @@ fn three_single_member_clusters_are_not_one_cluster() {
     let page = std::fs::read_to_string(&html_path).expect("the HTML timeline");
     assert!(page.contains("<svg") && page.contains("<rect"), "{page}");
 }
+
+#[test]
+fn serializable_reads_with_paused_members_are_caught() {
+    // --local starts its own 3-member cairn cluster and pauses members
+    // (SIGSTOP, SIGCONT). Serializable reads are answered from a member's
+    // local state: from a member that was just resumed, or one that has not
+    // applied the latest write yet, they are stale.
+    let cairn = env!("CARGO_BIN_EXE_cairn");
+    let (out, report) = verify(&[
+        "--local",
+        cairn,
+        "--faults",
+        "pause",
+        "--fault-interval",
+        "2s",
+        "--serializable",
+        "--duration",
+        "8s",
+    ]);
+    assert_eq!(out.code, Some(1), "{report:#}\n{}", out.stderr);
+    assert_eq!(
+        checker(&report, "linearizability")["passed"],
+        false,
+        "{report:#}"
+    );
+    let faults = report["faults"].as_array().expect("faults");
+    assert!(
+        faults
+            .iter()
+            .any(|f| f["fault"].as_str().unwrap_or("").starts_with("pause ")),
+        "no pause recorded: {report:#}"
+    );
+}
+
+#[test]
+fn nemesis_commands_run_on_schedule_and_are_recorded() {
+    let cluster = Cluster::single();
+    let marker = tempfile::tempdir().expect("tempdir");
+    let file = marker.path().join("ran");
+    let cmd = format!("echo x >> {}", file.display());
+    let (out, report) = verify(&[
+        "--endpoints",
+        &cluster.endpoint(0),
+        "--duration",
+        "3s",
+        "--fault-interval",
+        "1s",
+        "--nemesis-cmd",
+        &cmd,
+    ]);
+    assert_eq!(out.code, Some(0), "{report:#}\n{}", out.stderr);
+    let runs = std::fs::read_to_string(&file)
+        .expect("the command ran")
+        .lines()
+        .count();
+    assert!(runs >= 1, "{runs}");
+    let faults = report["faults"].as_array().expect("faults");
+    let exits = faults
+        .iter()
+        .filter(|f| f["fault"].as_str().unwrap_or("").ends_with("exited 0"))
+        .count();
+    assert_eq!(exits, runs, "{report:#}");
+}

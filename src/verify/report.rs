@@ -223,10 +223,14 @@ impl Outcome {
             }
         }
         if let Some(s) = &self.failing {
+            let what = if s.violation.check == check::Check::Linearizability {
+                "every write to the key, and the reads that cannot be left out; the search's view of it"
+            } else {
+                "the ops the failed check is about"
+            };
             let _ = writeln!(
                 out,
-                "\n  smallest failing sub-history found: {} ops (every write to the key, and the reads \
-                 that cannot be left out); the search's view of it, times in ns since the start:",
+                "\n  smallest failing sub-history found: {} ops ({what}; times in ns since the start):",
                 s.ops.len()
             );
             for line in s.violation.to_string().lines() {
