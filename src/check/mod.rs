@@ -8,6 +8,9 @@
 //! - [`history`]: what a run records (KV ops, watchers, lease ops).
 //! - this module: KV linearizability and the revision checks.
 //! - [`watch`]: etcd's watch guarantees; [`lease`]: the lease rules.
+//! - [`multi`]: multi-key txns and ranges at a revision, against the
+//!   watchers' event log.
+//! - [`shrink`]: a violation shrunk to a small failing sub-history.
 //!
 //! [`check`] answers one question: could a store with etcd v3's semantics
 //! (one linearizable key space, one revision counter) have produced these
@@ -65,6 +68,7 @@ pub mod history;
 pub mod lease;
 mod linearize;
 mod model;
+pub mod multi;
 mod revisions;
 pub mod shrink;
 pub mod watch;

@@ -36,11 +36,12 @@
 
 mod kv;
 mod local;
+mod multi;
 mod report;
 mod timeline;
 mod watch;
 
-use cairn::check::history::{History, WatchRecord};
+use cairn::check::history::{History, MultiOp, WatchRecord};
 use cairn::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use cairn::proto::etcdserverpb::{HashKvRequest, StatusRequest};
 use clap::Args;
@@ -64,6 +65,9 @@ pub struct VerifyArgs {
     /// Concurrent key-value clients.
     #[arg(long, default_value_t = 4)]
     pub clients: u32,
+    /// Concurrent multi-key clients (two-key txns, ranges at a revision).
+    #[arg(long, default_value_t = 2)]
+    pub multi_clients: u32,
     /// Concurrent watching clients (each with up to three watchers).
     #[arg(long, default_value_t = 2)]
     pub watchers: u32,
@@ -133,6 +137,7 @@ pub(crate) struct Recorder {
     start: Instant,
     pub history: Mutex<History>,
     pub watches: Mutex<Vec<WatchRecord>>,
+    pub multi: Mutex<Vec<MultiOp>>,
     /// Responses that contradicted themselves.
     pub anomalies: Mutex<Vec<String>>,
     /// Faults injected, with their time (ns since the start).
@@ -151,6 +156,7 @@ impl Recorder {
             start: Instant::now(),
             history: Mutex::default(),
             watches: Mutex::default(),
+            multi: Mutex::default(),
             anomalies: Mutex::default(),
             faults: Mutex::default(),
             errors: Mutex::default(),
@@ -272,11 +278,19 @@ async fn run_on(
         serializable: args.serializable,
         timeout: args.request_timeout,
     };
+    let multi_plan = multi::MultiPlan {
+        keys: (0..4).map(|i| format!("{prefix}t{i}")).collect(),
+        range: (format!("{prefix}t"), format!("{prefix}u")),
+        timeout: args.request_timeout,
+    };
+    let mut watch_keys = keys;
+    watch_keys.extend(multi_plan.keys.iter().cloned());
     let watch_plan = watch::WatchPlan {
         prefix_end: prefix_end(&prefix),
         prefix: prefix.clone(),
-        keys,
+        keys: watch_keys,
         progress: !args.no_watch_progress,
+        first_revision: start_revision(&channels[0], &prefix).await? + 1,
     };
     let rec = Arc::new(Recorder::new());
     let until = Instant::now() + args.duration;
@@ -285,6 +299,13 @@ async fn run_on(
         let (rec, channels, plan) = (rec.clone(), channels.clone(), kv_plan.clone());
         let s = seed.wrapping_add(u64::from(id) * 7919);
         tasks.push(tokio::spawn(kv::client_loop(
+            id, rec, channels, plan, s, until,
+        )));
+    }
+    for id in 0..args.multi_clients {
+        let (rec, channels, plan) = (rec.clone(), channels.clone(), multi_plan.clone());
+        let s = seed.wrapping_add(2_000_003 + u64::from(id) * 7919);
+        tasks.push(tokio::spawn(multi::client_loop(
             id, rec, channels, plan, s, until,
         )));
     }
@@ -310,6 +331,7 @@ async fn run_on(
         recorded,
         report::RunInfo {
             endpoints: endpoints.to_vec(),
+            multi_range: (prefix.clone(), prefix_end(&prefix)),
             prefix,
             seed,
             duration: args.duration,
@@ -318,6 +340,31 @@ async fn run_on(
             replicas,
         },
     ))
+}
+
+/// The revision before the run: the prefix must hold no keys yet, so the
+/// watchers that start right after it see every write of the run.
+async fn start_revision(channel: &Channel, prefix: &str) -> Result<i64, String> {
+    use cairn::proto::etcdserverpb::{kv_client::KvClient, RangeRequest};
+    let req = RangeRequest {
+        key: prefix.to_owned().into_bytes().into(),
+        range_end: prefix_end(prefix).into_bytes().into(),
+        count_only: true,
+        ..Default::default()
+    };
+    let mut client = KvClient::new(channel.clone());
+    let r = tokio::time::timeout(Duration::from_secs(10), client.range(req))
+        .await
+        .map_err(|_| "the first read timed out".to_owned())?
+        .map_err(|e| format!("the first read failed: {}", e.message()))?
+        .into_inner();
+    if r.count > 0 {
+        return Err(format!(
+            "the prefix {prefix:?} already holds {} keys",
+            r.count
+        ));
+    }
+    Ok(r.header.map_or(0, |h| h.revision))
 }
 
 /// The end of the range of keys starting with `prefix` (etcd's prefix end).

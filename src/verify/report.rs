@@ -5,6 +5,7 @@
 
 use super::Recorder;
 use cairn::check::history::{Extra, History, Op};
+use cairn::check::multi::check_multi;
 use cairn::check::shrink::{self, Shrunk};
 use cairn::check::watch::check_watches;
 use cairn::check::{self, Mark};
@@ -15,6 +16,8 @@ use std::time::Duration;
 pub(crate) struct RunInfo {
     pub endpoints: Vec<String>,
     pub prefix: String,
+    /// The range the multi-key checker's event log covers.
+    pub multi_range: (String, String),
     pub seed: u64,
     pub duration: Duration,
     pub durability_reads: usize,
@@ -40,6 +43,8 @@ pub(crate) struct Outcome {
     /// The KV history (for the failing sub-history's ops).
     pub history: History,
     pub ops: usize,
+    /// Multi-key ops (not in `ops`).
+    pub multi_ops: usize,
     pub unknown: usize,
     pub failed: usize,
     pub watchers: usize,
@@ -73,7 +78,9 @@ impl Outcome {
             leases: Vec::new(),
             min_tick_factor: 1.0,
             max_tick_nanos: 0,
+            multi: rec.multi.into_inner().expect("lock"),
         };
+        let multi_ops = extra.multi.len();
         let mut verdicts = Vec::new();
         let mut failing = None;
         let lin = check::check(&history);
@@ -118,6 +125,24 @@ impl Outcome {
                 summary: v.to_string(),
             },
         });
+        let range = (info.multi_range.0.as_str(), info.multi_range.1.as_str());
+        verdicts.push(match check_multi(&history, &extra, range) {
+            Ok(s) => Verdict {
+                checker: "multi-key",
+                // Nothing checked is not a pass.
+                passed: s.ops == 0 || s.ranges + s.txns > 0,
+                summary: format!(
+                    "{} ops: {} ranges and {} txns matched the watchers' event log (complete up to \
+                     revision {}), {} above it unchecked",
+                    s.ops, s.ranges, s.txns, s.covered, s.unchecked
+                ),
+            },
+            Err(v) => Verdict {
+                checker: "multi-key",
+                passed: false,
+                summary: v.to_string(),
+            },
+        });
         verdicts.push(match &info.replicas {
             Ok(rev) => Verdict {
                 checker: "replicas",
@@ -149,6 +174,7 @@ impl Outcome {
             .sum();
         Outcome {
             ops: history.len(),
+            multi_ops,
             unknown: history.iter().filter(|o| o.complete.is_none()).count(),
             failed: history
                 .iter()
@@ -172,7 +198,7 @@ impl Outcome {
     }
 
     fn throughput(&self) -> f64 {
-        (self.ops as f64) / self.info.duration.as_secs_f64().max(1e-9)
+        ((self.ops + self.multi_ops) as f64) / self.info.duration.as_secs_f64().max(1e-9)
     }
 
     pub fn to_text(&self) -> String {
@@ -188,8 +214,10 @@ impl Outcome {
         );
         let _ = writeln!(
             out,
-            "  {} KV ops ({:.1}/s; {} unknown outcome, {} failed), {} watchers, {} events, {} faults",
+            "  {} KV ops + {} multi-key ops ({:.1}/s; of the KV ops {} unknown outcome, {} failed), {} \
+             watchers, {} events, {} faults",
             self.ops,
+            self.multi_ops,
             self.throughput(),
             self.unknown,
             self.failed,
@@ -258,8 +286,9 @@ impl Outcome {
         );
         let _ = write!(
             o,
-            "\"ops\":{},\"unknown\":{},\"failed\":{},\"throughput\":{:.3},\"watchers\":{},\"events\":{},",
+            "\"ops\":{},\"multi_ops\":{},\"unknown\":{},\"failed\":{},\"throughput\":{:.3},\"watchers\":{},\"events\":{},",
             self.ops,
+            self.multi_ops,
             self.unknown,
             self.failed,
             self.throughput(),

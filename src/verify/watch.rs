@@ -40,6 +40,9 @@ pub(crate) struct WatchPlan {
     pub keys: Vec<String>,
     /// Send progress requests (`--no-watch-progress` turns them off).
     pub progress: bool,
+    /// The revision after the last one before the run: the first prefix
+    /// watcher starts there, so the watchers see every write of the run.
+    pub first_revision: i64,
 }
 
 fn event_of(e: &mvccpb::Event) -> Event {
@@ -390,7 +393,7 @@ pub(crate) async fn watcher_loop(
             let spec = Spec {
                 key: plan.prefix.clone(),
                 range_end: plan.prefix_end.clone(),
-                start_revision: 0,
+                start_revision: plan.first_revision,
                 prev_kv: true,
                 resumes: None,
             };
