@@ -180,3 +180,30 @@ fn nemesis_commands_run_on_schedule_and_are_recorded() {
         .count();
     assert_eq!(exits, runs, "{report:#}");
 }
+
+#[test]
+fn the_kubernetes_workload_passes_on_cairn() {
+    let cluster = Cluster::start(Server::Cairn, 3, &[]);
+    let endpoints = cluster.client_urls().join(",");
+    let (out, report) = verify(&[
+        "--endpoints",
+        &endpoints,
+        "--workload",
+        "kubernetes",
+        "--compact-interval",
+        "1s",
+        "--duration",
+        "5s",
+    ]);
+    assert_eq!(out.code, Some(0), "{report:#}\n{}", out.stderr);
+    assert!(
+        report["compactions"].as_u64().expect("compactions") > 0,
+        "{report:#}"
+    );
+    // Paged lists are judged as snapshots by the multi-key checker.
+    assert!(
+        report["multi_ops"].as_u64().expect("multi_ops") > 0,
+        "{report:#}"
+    );
+    assert_eq!(checker(&report, "multi-key")["passed"], true, "{report:#}");
+}

@@ -33,6 +33,8 @@ pub(crate) struct KvPlan {
     pub serializable: bool,
     /// How long one request may take before its outcome is unknown.
     pub timeout: Duration,
+    /// Kubernetes' mix: mostly optimistic-concurrency updates.
+    pub kubernetes: bool,
 }
 
 pub(crate) fn kv_of(kv: &cairn::proto::mvccpb::KeyValue) -> Kv {
@@ -218,7 +220,16 @@ pub(crate) async fn client_loop(
         n += 1;
         let key = plan.keys[pick(&mut rng, plan.keys.len())].clone();
         let value = format!("c{id}-{n}");
-        let call = match pick(&mut rng, 10) {
+        let choice = pick(&mut rng, 10);
+        let call = match choice {
+            // kube-apiserver never puts blindly: its updates and creates
+            // are compare-and-swaps, its deletes are rare.
+            _ if plan.kubernetes && choice < 6 => Call::Cas {
+                expect_mod_revision: seen.get(&key).copied().unwrap_or(0),
+                key,
+                value,
+            },
+            _ if plan.kubernetes && choice < 9 => Call::Get { key },
             0..=2 => Call::Put { key, value },
             3..=5 => Call::Get { key },
             6 => Call::Delete { key },

@@ -34,6 +34,7 @@
 // clippy.toml keeps out of the sans-IO core.
 #![allow(clippy::disallowed_methods)]
 
+mod kubernetes;
 mod kv;
 mod local;
 mod multi;
@@ -62,6 +63,14 @@ pub struct VerifyArgs {
     /// How long the workload runs (Go duration: 30s, 2m; a bare number is seconds).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub duration: Duration,
+    /// The workload: `default` (the simulator's mix plus multi-key txns and
+    /// ranges) or `kubernetes` (optimistic-concurrency updates, paged lists,
+    /// list-then-watch, compaction).
+    #[arg(long, value_enum, default_value_t = Workload::Default)]
+    pub workload: Workload,
+    /// With --workload kubernetes: time between compactions.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub compact_interval: Duration,
     /// Concurrent key-value clients.
     #[arg(long, default_value_t = 4)]
     pub clients: u32,
@@ -123,6 +132,13 @@ pub struct VerifyArgs {
     pub nemesis_cmd: Vec<String>,
 }
 
+/// `--workload`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    Default,
+    Kubernetes,
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     if let Ok(secs) = text.parse::<f64>() {
         if secs >= 0.0 && secs.is_finite() {
@@ -146,6 +162,8 @@ pub(crate) struct Recorder {
     pub errors: Mutex<BTreeMap<String, u64>>,
     /// Latencies of KV ops with a known outcome, in ns.
     pub latencies: Mutex<Vec<u64>>,
+    /// Compactions done (--workload kubernetes).
+    pub compactions: Mutex<u64>,
     /// The highest revision any response carried.
     pub head: AtomicI64,
 }
@@ -161,6 +179,7 @@ impl Recorder {
             faults: Mutex::default(),
             errors: Mutex::default(),
             latencies: Mutex::default(),
+            compactions: Mutex::default(),
             head: AtomicI64::new(1),
         }
     }
@@ -270,6 +289,7 @@ async fn run_on(
         .prefix
         .clone()
         .unwrap_or_else(|| format!("/cairn-verify/{nonce:x}/"));
+    let kubernetes = args.workload == Workload::Kubernetes;
     let keys: Vec<String> = (0..args.keys.max(1))
         .map(|i| format!("{prefix}k{i}"))
         .collect();
@@ -277,6 +297,7 @@ async fn run_on(
         keys: keys.clone(),
         serializable: args.serializable,
         timeout: args.request_timeout,
+        kubernetes,
     };
     let multi_plan = multi::MultiPlan {
         keys: (0..4).map(|i| format!("{prefix}t{i}")).collect(),
@@ -291,6 +312,8 @@ async fn run_on(
         keys: watch_keys,
         progress: !args.no_watch_progress,
         first_revision: start_revision(&channels[0], &prefix).await? + 1,
+        kubernetes,
+        timeout: args.request_timeout,
     };
     let rec = Arc::new(Recorder::new());
     let until = Instant::now() + args.duration;
@@ -302,7 +325,8 @@ async fn run_on(
             id, rec, channels, plan, s, until,
         )));
     }
-    for id in 0..args.multi_clients {
+    let multi_clients = if kubernetes { 0 } else { args.multi_clients };
+    for id in 0..multi_clients {
         let (rec, channels, plan) = (rec.clone(), channels.clone(), multi_plan.clone());
         let s = seed.wrapping_add(2_000_003 + u64::from(id) * 7919);
         tasks.push(tokio::spawn(multi::client_loop(
@@ -315,6 +339,12 @@ async fn run_on(
         tasks.push(tokio::spawn(watch::watcher_loop(
             id, rec, channels, plan, s, until,
         )));
+    }
+    if kubernetes {
+        let (rec, channels, every) = (rec.clone(), channels.clone(), args.compact_interval);
+        tasks.push(tokio::spawn(async move {
+            kubernetes::compactor(&rec, channels, every, until).await;
+        }));
     }
     let nemesis = local::Nemesis::new(args, seed);
     nemesis.run(&rec, cluster, until, !args.no_progress).await;

@@ -50,6 +50,7 @@ pub(crate) struct Outcome {
     pub watchers: usize,
     pub events: usize,
     pub faults: Vec<(u64, String)>,
+    pub compactions: u64,
     pub errors: Vec<(String, u64)>,
     /// Latency percentiles of KV ops with a known outcome: p50, p90, p99,
     /// p99.9, max, in ms.
@@ -183,6 +184,7 @@ impl Outcome {
             watchers: extra.watches.len(),
             events,
             faults: rec.faults.into_inner().expect("lock"),
+            compactions: rec.compactions.into_inner().expect("lock"),
             errors: rec.errors.into_inner().expect("lock").into_iter().collect(),
             latency_ms: percentiles(rec.latencies.into_inner().expect("lock")),
             info,
@@ -215,7 +217,7 @@ impl Outcome {
         let _ = writeln!(
             out,
             "  {} KV ops + {} multi-key ops ({:.1}/s; of the KV ops {} unknown outcome, {} failed), {} \
-             watchers, {} events, {} faults",
+             watchers, {} events, {} compactions, {} faults",
             self.ops,
             self.multi_ops,
             self.throughput(),
@@ -223,6 +225,7 @@ impl Outcome {
             self.failed,
             self.watchers,
             self.events,
+            self.compactions,
             self.faults.len()
         );
         let l = self.latency_ms;
@@ -286,14 +289,15 @@ impl Outcome {
         );
         let _ = write!(
             o,
-            "\"ops\":{},\"multi_ops\":{},\"unknown\":{},\"failed\":{},\"throughput\":{:.3},\"watchers\":{},\"events\":{},",
+            "\"ops\":{},\"multi_ops\":{},\"unknown\":{},\"failed\":{},\"throughput\":{:.3},\"watchers\":{},\"events\":{},\"compactions\":{},",
             self.ops,
             self.multi_ops,
             self.unknown,
             self.failed,
             self.throughput(),
             self.watchers,
-            self.events
+            self.events,
+            self.compactions
         );
         let l = self.latency_ms;
         let _ = write!(

@@ -43,6 +43,10 @@ pub(crate) struct WatchPlan {
     /// The revision after the last one before the run: the first prefix
     /// watcher starts there, so the watchers see every write of the run.
     pub first_revision: i64,
+    /// Reflectors (list, then watch from the list's revision + 1; relist
+    /// after a compaction) instead of random watchers.
+    pub kubernetes: bool,
+    pub timeout: Duration,
 }
 
 fn event_of(e: &mvccpb::Event) -> Event {
@@ -128,6 +132,8 @@ struct Session {
     /// the watchers it speaks for (see the simulator's `Session`).
     progress_pending: VecDeque<Vec<usize>>,
     progress_sent: Option<Instant>,
+    /// A watcher was canceled for compaction (a reflector relists).
+    compacted: bool,
 }
 
 impl Session {
@@ -228,6 +234,7 @@ impl Session {
             w.watch_id = r.watch_id;
             w.end = WatchEnd::Open;
             if r.canceled {
+                self.compacted |= r.compact_revision > 0;
                 w.end = if r.compact_revision > 0 {
                     WatchEnd::Compacted(r.compact_revision)
                 } else {
@@ -293,6 +300,7 @@ impl Session {
         });
         if r.canceled {
             self.open.remove(&r.watch_id);
+            self.compacted |= r.compact_revision > 0;
             w.end = if r.compact_revision > 0 {
                 WatchEnd::Compacted(r.compact_revision)
             } else if self.canceling.remove(&index) {
@@ -386,7 +394,26 @@ pub(crate) async fn watcher_loop(
             canceling: BTreeSet::new(),
             progress_pending: VecDeque::new(),
             progress_sent: None,
+            compacted: false,
         };
+        if plan.kubernetes {
+            // A reflector: list, then watch from the list's revision + 1.
+            let (prefix, end) = (&plan.prefix, &plan.prefix_end);
+            let channel = channels[target].clone();
+            if let Some(r) =
+                super::kubernetes::list(&rec, 2_000_000 + id, channel, prefix, end, plan.timeout)
+                    .await
+            {
+                let spec = Spec {
+                    key: prefix.clone(),
+                    range_end: end.clone(),
+                    start_revision: r + 1,
+                    prev_kv: false,
+                    resumes: None,
+                };
+                s.create(&rec, spec);
+            }
+        }
         if std::mem::take(&mut first) {
             // The whole prefix from the run's start: the watcher that sees
             // every write of the run.
@@ -414,7 +441,17 @@ pub(crate) async fn watcher_loop(
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
-        let broken = session(&rec, &mut s, &mut responses, &mut rng, &plan, until).await;
+        let channel = &channels[target];
+        let broken = session(
+            &rec,
+            &mut s,
+            &mut responses,
+            &mut rng,
+            &plan,
+            channel,
+            until,
+        )
+        .await;
         if !broken {
             // The run is over: one last progress request, so every watcher
             // vouches as far as it can, then collect for a while.
@@ -450,6 +487,7 @@ async fn session(
     responses: &mut Responses,
     rng: &mut SplitMix64,
     plan: &WatchPlan,
+    channel: &Channel,
     until: Instant,
 ) -> bool {
     let mut next_action = Instant::now();
@@ -461,6 +499,9 @@ async fn session(
                     if let Err(why) = s.handle(rec, r, rec.now()) {
                         rec.anomaly(format!("watch client {}: {why}", s.client));
                         return true;
+                    }
+                    if plan.kubernetes && s.compacted {
+                        return true; // relist
                     }
                 }
                 _ => return true,
@@ -475,7 +516,13 @@ async fn session(
                     0..=2 if plan.progress => s.progress(rec),
                     3 => s.cancel_and_resume(rec, rng),
                     4 if pick(rng, 8) == 0 => return true, // move to another endpoint
-                    _ if s.watchers() < 3 => {
+                    5..=7 if plan.kubernetes => {
+                        // A list (kube-apiserver's LIST of a resource).
+                        let (prefix, end) = (&plan.prefix, &plan.prefix_end);
+                        let id = 2_000_000 + s.client;
+                        super::kubernetes::list(rec, id, channel.clone(), prefix, end, plan.timeout).await;
+                    }
+                    _ if s.watchers() < 3 && !plan.kubernetes => {
                         let head = rec.head.load(Ordering::Relaxed);
                         let spec = random_spec(rng, plan, head);
                         s.create(rec, spec);
