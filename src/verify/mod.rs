@@ -36,13 +36,14 @@
 
 mod kubernetes;
 mod kv;
+mod lease;
 mod local;
 mod multi;
 mod report;
 mod timeline;
 mod watch;
 
-use cairn::check::history::{History, MultiOp, WatchRecord};
+use cairn::check::history::{History, LeaseOp, MultiOp, WatchRecord};
 use cairn::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use cairn::proto::etcdserverpb::{HashKvRequest, StatusRequest};
 use clap::Args;
@@ -77,6 +78,13 @@ pub struct VerifyArgs {
     /// Concurrent multi-key clients (two-key txns, ranges at a revision).
     #[arg(long, default_value_t = 2)]
     pub multi_clients: u32,
+    /// Concurrent lease clients (grant, keep alive, let lapse, revoke).
+    #[arg(long, default_value_t = 2)]
+    pub lease_clients: u32,
+    /// The cluster's heartbeat interval (etcd's --heartbeat-interval): the
+    /// lease checker allows a lease to go this much before its TTL is up.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub tick: Duration,
     /// Concurrent watching clients (each with up to three watchers).
     #[arg(long, default_value_t = 2)]
     pub watchers: u32,
@@ -154,6 +162,7 @@ pub(crate) struct Recorder {
     pub history: Mutex<History>,
     pub watches: Mutex<Vec<WatchRecord>>,
     pub multi: Mutex<Vec<MultiOp>>,
+    pub leases: Mutex<Vec<LeaseOp>>,
     /// Responses that contradicted themselves.
     pub anomalies: Mutex<Vec<String>>,
     /// Faults injected, with their time (ns since the start).
@@ -175,6 +184,7 @@ impl Recorder {
             history: Mutex::default(),
             watches: Mutex::default(),
             multi: Mutex::default(),
+            leases: Mutex::default(),
             anomalies: Mutex::default(),
             faults: Mutex::default(),
             errors: Mutex::default(),
@@ -333,6 +343,13 @@ async fn run_on(
             id, rec, channels, plan, s, until,
         )));
     }
+    for id in 0..args.lease_clients {
+        let (rec, channels, prefix) = (rec.clone(), channels.clone(), prefix.clone());
+        let s = seed.wrapping_add(3_000_017 + u64::from(id) * 7919);
+        tasks.push(tokio::spawn(lease::lease_loop(
+            id, rec, channels, prefix, s, until,
+        )));
+    }
     for id in 0..args.watchers {
         let (rec, channels, plan) = (rec.clone(), channels.clone(), watch_plan.clone());
         let s = seed.wrapping_add(1_000_003 + u64::from(id) * 7919);
@@ -355,6 +372,7 @@ async fn run_on(
         eprintln!();
     }
     let reads = kv::durability_reads(&rec, &channels, &kv_plan).await;
+    lease::final_reads(&rec, &channels, &prefix, args.lease_clients).await;
     let replicas = replicas_agree(&channels, endpoints).await;
     let recorded = Arc::try_unwrap(rec).map_err(|_| "a client outlived the run".to_owned())?;
     Ok(report::Outcome::judge(
@@ -366,6 +384,7 @@ async fn run_on(
             seed,
             duration: args.duration,
             durability_reads: reads,
+            tick: args.tick,
             durability_expected: channels.len() * kv_plan.keys.len(),
             replicas,
         },

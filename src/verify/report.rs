@@ -5,6 +5,7 @@
 
 use super::Recorder;
 use cairn::check::history::{Extra, History, Op};
+use cairn::check::lease::check_leases;
 use cairn::check::multi::check_multi;
 use cairn::check::shrink::{self, Shrunk};
 use cairn::check::watch::check_watches;
@@ -21,6 +22,8 @@ pub(crate) struct RunInfo {
     pub seed: u64,
     pub duration: Duration,
     pub durability_reads: usize,
+    /// The cluster's heartbeat interval (the lease checker's tolerance).
+    pub tick: Duration,
     pub durability_expected: usize,
     /// `HashKV` agreement: the revision compared, or what disagreed.
     pub replicas: Result<i64, String>,
@@ -76,9 +79,10 @@ impl Outcome {
         let history: History = rec.history.into_inner().expect("lock");
         let extra = Extra {
             watches: rec.watches.into_inner().expect("lock"),
-            leases: Vec::new(),
+            leases: rec.leases.into_inner().expect("lock"),
+            // A real cluster's clock runs at one second a second.
             min_tick_factor: 1.0,
-            max_tick_nanos: 0,
+            max_tick_nanos: info.tick.as_nanos() as u64,
             multi: rec.multi.into_inner().expect("lock"),
         };
         let multi_ops = extra.multi.len();
@@ -122,6 +126,21 @@ impl Outcome {
             },
             Err(v) => Verdict {
                 checker: "watch",
+                passed: false,
+                summary: v.to_string(),
+            },
+        });
+        verdicts.push(match check_leases(&extra) {
+            Ok(s) => Verdict {
+                checker: "lease",
+                passed: true,
+                summary: format!(
+                    "{} leases, {} lease ops, {} expiries observed",
+                    s.leases, s.ops, s.expiries_observed
+                ),
+            },
+            Err(v) => Verdict {
+                checker: "lease",
                 passed: false,
                 summary: v.to_string(),
             },
