@@ -48,7 +48,11 @@
 //!
 //! # Assumptions
 //!
-//! - The run starts from an empty store at revision 1, with no compaction.
+//! - Every key starts absent (the simulator's store is empty; `cairn
+//!   verify` uses a fresh key prefix). The store revision may start anywhere
+//!   at or above 1 and other clients may raise it: the model only needs a
+//!   lower bound. Compaction does not matter, since gets read the current
+//!   revision.
 //! - Gets are linearizable (not serializable) reads.
 //! - An op with [`Ret::Unknown`] may take effect at any time after its
 //!   invocation, or never; its completion time, if any, is ignored.
