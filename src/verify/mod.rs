@@ -103,10 +103,11 @@ pub struct VerifyArgs {
     /// hold no keys when the run starts.
     #[arg(long)]
     pub prefix: Option<String>,
-    /// Send no watch progress requests. etcd before 3.4.24 and 3.5.8 answers
-    /// one with the current revision even while a watcher on the stream is
-    /// still catching up (etcd-io/etcd#15220), which the watch checker reports
-    /// (bookmarkable); this leaves that guarantee unchecked.
+    /// Send no watch progress requests. An etcd without etcd-io/etcd#15237
+    /// (Debian's 3.4.23 among them) answers one with the current revision
+    /// ahead of events not yet sent to the stream's watchers
+    /// (etcd-io/etcd#15220), which the watch checker reports (bookmarkable);
+    /// this leaves that guarantee unchecked.
     #[arg(long)]
     pub no_watch_progress: bool,
     /// Seed for the workload's random choices [default: from the clock].
