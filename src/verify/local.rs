@@ -49,7 +49,10 @@ impl LocalCluster {
     /// Starts the members and waits until each answers through a leader.
     pub async fn start(binary: &Path) -> Result<LocalCluster, String> {
         let nonce = std::process::id();
-        let dir = std::env::temp_dir().join(format!("cairn-verify-{nonce}"));
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!("cairn-verify-{nonce}-{started:x}"));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut ports = Vec::new();
         for _ in 0..MEMBERS {

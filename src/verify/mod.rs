@@ -251,6 +251,15 @@ pub fn main(args: VerifyArgs) -> ExitCode {
 
 /// The run's result: whether every checker passed.
 async fn run(args: VerifyArgs) -> Result<bool, String> {
+    if let Some(f) = args
+        .faults
+        .iter()
+        .find(|f| !["kill", "pause", "none"].contains(&f.as_str()))
+    {
+        return Err(format!(
+            "--faults: unknown fault {f:?} (kill, pause or none)"
+        ));
+    }
     let mut cluster = match &args.local {
         Some(binary) => Some(local::LocalCluster::start(binary).await?),
         None => None,
