@@ -156,7 +156,7 @@ fn nemesis_commands_run_on_schedule_and_are_recorded() {
     let cluster = Cluster::single();
     let marker = tempfile::tempdir().expect("tempdir");
     let file = marker.path().join("ran");
-    let cmd = format!("echo x >> {}", file.display());
+    let cmd = format!("echo \"$CAIRN_VERIFY_ENDPOINTS\" >> {}", file.display());
     let (out, report) = verify(&[
         "--endpoints",
         &cluster.endpoint(0),
@@ -168,11 +168,11 @@ fn nemesis_commands_run_on_schedule_and_are_recorded() {
         &cmd,
     ]);
     assert_eq!(out.code, Some(0), "{report:#}\n{}", out.stderr);
-    let runs = std::fs::read_to_string(&file)
-        .expect("the command ran")
-        .lines()
-        .count();
+    let ran = std::fs::read_to_string(&file).expect("the command ran");
+    let runs = ran.lines().count();
     assert!(runs >= 1, "{runs}");
+    // Each run was told the endpoints.
+    assert!(ran.lines().all(|l| l == cluster.endpoint(0)), "{ran}");
     let faults = report["faults"].as_array().expect("faults");
     let exits = faults
         .iter()

@@ -7,7 +7,10 @@
 //! broken (restarts a killed member, resumes a paused one) or, when nothing
 //! is, strikes one member with one of the enabled faults; so at most one
 //! member (a minority) is down at a time. A `--nemesis-cmd` runs in its turn
-//! on the same ticks. Five seconds before the clients stop (a quarter of the
+//! on the same ticks, with `CAIRN_VERIFY_ENDPOINTS` (the client endpoints,
+//! comma-separated) in its environment and, with `--local`,
+//! `CAIRN_VERIFY_PIDS` (the members' process IDs in order, empty for a
+//! member that is down). Five seconds before the clients stop (a quarter of the
 //! run if that is shorter) everything is healed, so the final reads find a
 //! whole cluster. Every fault and heal is recorded with its time.
 
@@ -118,6 +121,21 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// The members' process IDs, comma-separated in member order (empty
+    /// for a member that is down).
+    fn pids(&self) -> String {
+        let pids: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| {
+                m.child
+                    .as_ref()
+                    .map_or(String::new(), |c| c.id().to_string())
+            })
+            .collect();
+        pids.join(",")
+    }
+
     /// The members' client endpoints.
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(|m| m.client_url.clone()).collect()
@@ -206,18 +224,21 @@ pub(crate) struct Nemesis {
     kill: bool,
     pause: bool,
     commands: Vec<String>,
+    /// The cluster's endpoints, for the commands' environment.
+    endpoints: Vec<String>,
     interval: Duration,
     total: Duration,
     rng: SplitMix64,
 }
 
 impl Nemesis {
-    pub fn new(args: &VerifyArgs, seed: u64) -> Nemesis {
+    pub fn new(args: &VerifyArgs, endpoints: &[String], seed: u64) -> Nemesis {
         let has = |f: &str| args.local.is_some() && args.faults.iter().any(|x| x == f);
         Nemesis {
             kill: has("kill"),
             pause: has("pause"),
             commands: args.nemesis_cmd.clone(),
+            endpoints: endpoints.to_vec(),
             interval: args.fault_interval.max(Duration::from_millis(100)),
             total: args.duration,
             rng: SplitMix64::new(seed ^ 0x006e_656d_6573_6973),
@@ -259,7 +280,11 @@ impl Nemesis {
             }
             next = now + self.interval;
             if !self.commands.is_empty() {
-                run_command(rec, &self.commands[command % self.commands.len()]).await;
+                let mut env = vec![("CAIRN_VERIFY_ENDPOINTS", self.endpoints.join(","))];
+                if let Some(c) = cluster.as_deref() {
+                    env.push(("CAIRN_VERIFY_PIDS", c.pids()));
+                }
+                run_command(rec, &self.commands[command % self.commands.len()], env).await;
                 command += 1;
             }
             let Some(c) = cluster.as_deref_mut() else {
@@ -324,12 +349,13 @@ fn heal(rec: &Recorder, c: &mut LocalCluster, b: Broken) {
 }
 
 /// Runs one `--nemesis-cmd` through `sh -c` and records it.
-async fn run_command(rec: &Recorder, command: &str) {
+async fn run_command(rec: &Recorder, command: &str, env: Vec<(&'static str, String)>) {
     rec.fault(format!("run `{command}`"));
     let cmd = command.to_owned();
     let status = tokio::task::spawn_blocking(move || {
         Command::new("sh")
             .args(["-c", &cmd])
+            .envs(env)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .status()

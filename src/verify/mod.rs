@@ -135,8 +135,10 @@ pub struct VerifyArgs {
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub fault_interval: Duration,
     /// A shell command to run as a fault, on the schedule of
-    /// --fault-interval (repeat for several: they run in turn). Its exit
-    /// status and time are recorded with the history.
+    /// --fault-interval (repeat for several: they run in turn), with
+    /// CAIRN_VERIFY_ENDPOINTS and, with --local, CAIRN_VERIFY_PIDS (the
+    /// members' process IDs) in its environment. Its exit status and time
+    /// are recorded with the history.
     #[arg(long)]
     pub nemesis_cmd: Vec<String>,
 }
@@ -373,7 +375,7 @@ async fn run_on(
             kubernetes::compactor(&rec, channels, every, until).await;
         }));
     }
-    let nemesis = local::Nemesis::new(args, seed);
+    let nemesis = local::Nemesis::new(args, endpoints, seed);
     nemesis.run(&rec, cluster, until, !args.no_progress).await;
     for t in tasks {
         let _ = t.await;
