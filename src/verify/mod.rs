@@ -270,7 +270,12 @@ async fn run(args: VerifyArgs) -> Result<bool, String> {
         Some(c) => c.endpoints(),
         None => args.endpoints.clone(),
     };
-    let outcome = run_on(&args, &endpoints, cluster.as_mut()).await;
+    // Ctrl-C ends the run without a verdict, but never leaves --local's
+    // members running.
+    let outcome = tokio::select! {
+        outcome = run_on(&args, &endpoints, cluster.as_mut()) => outcome,
+        _ = tokio::signal::ctrl_c() => Err("interrupted".to_owned()),
+    };
     if let Some(c) = cluster {
         c.stop();
     }

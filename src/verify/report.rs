@@ -244,7 +244,7 @@ impl Outcome {
         let _ = writeln!(
             out,
             "  {} KV ops + {} multi-key ops ({:.1}/s; of the KV ops {} unknown outcome, {} failed), {} \
-             watchers, {} events, {} compactions, {} faults",
+             watchers, {} events, {} compactions, {} fault events (faults, heals, commands)",
             self.ops,
             self.multi_ops,
             self.throughput(),
