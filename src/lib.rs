@@ -15,11 +15,15 @@
 //! - [`node`]: raft-rs around the store and the lessor: the replicated member.
 //! - [`storage`]: a node's data directory and its recovery order.
 //! - [`proto`]: the etcd v3 wire types (`etcdserverpb`, `mvccpb`).
+//! - [`check`]: the checkers that judge a recorded client history
+//!   (linearizability, watch and lease guarantees), shared by the simulator
+//!   and `cairn verify`.
 //!
 //! Nothing in the core reads a clock, spawns a thread, touches a file except
 //! through a `Disk`, or draws ambient randomness; `clippy.toml` enforces it.
 //! Two runs fed the same inputs produce the same outputs.
 
+pub mod check;
 pub mod codec;
 pub mod disk;
 pub mod error;

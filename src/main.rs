@@ -6,6 +6,8 @@
 //!   will not start.
 //! - `cairn bench <workload>`: a load generator for any etcd v3 endpoints,
 //!   cairn or etcd (`src/bench/`; not in the simulation build).
+//! - `cairn verify`: the simulator's checkers run against any etcd v3
+//!   cluster (`src/verify/`, docs/verify.md; not in the simulation build).
 // The binary is driver code: it reads the environment, signals and files.
 #![allow(clippy::disallowed_methods)]
 
@@ -15,6 +17,8 @@ mod config_file;
 mod etcd_flags;
 #[cfg(not(madsim))]
 mod logging;
+#[cfg(not(madsim))]
+mod verify;
 
 use cairn::disk::FsDisk;
 use cairn::server::config::{
@@ -65,6 +69,11 @@ enum Command {
     #[cfg(not(madsim))]
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Check an etcd v3 cluster (cairn or etcd) keeps its promises: run a
+    /// workload, record every operation, and judge the history with the
+    /// simulator's checkers (linearizability, watch, durability).
+    #[cfg(not(madsim))]
+    Verify(Box<verify::VerifyArgs>),
 }
 
 /// The etcd flags cairn implements, each also read from `ETCD_<FLAG>` (or
@@ -521,6 +530,8 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(&args, &warnings),
         #[cfg(not(madsim))]
         Some(Command::Bench(cmd)) => bench::main(cmd),
+        #[cfg(not(madsim))]
+        Some(Command::Verify(args)) => verify::main(*args),
         None => serve(&cli.serve, &warnings),
     }
 }

@@ -873,6 +873,7 @@ pub async fn scenario(opts: Options) -> Outcome {
         leases: std::mem::take(&mut *shared.leases.lock().expect("lock")),
         min_tick_factor: skews.iter().copied().fold(1.0, f64::min),
         max_tick_nanos: (0.1 * skews.iter().copied().fold(1.0, f64::max) * 1e9) as u64,
+        multi: Vec::new(),
     };
     let result = result
         .and_then(|()| match anomalies.first() {

@@ -191,7 +191,8 @@ pub(crate) async fn connect(common: &Common) -> Result<Vec<Channel>, String> {
     Ok(channels)
 }
 
-async fn dial(ep: &str) -> Result<Channel, String> {
+/// One connection to `ep` (host:port or a URL); shared with `cairn verify`.
+pub(crate) async fn dial(ep: &str) -> Result<Channel, String> {
     let url = if ep.contains("://") {
         ep.to_string()
     } else {

@@ -60,7 +60,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::model::{self, Seen, State, Step};
-use crate::history::{Call, Kv, Op, Ret};
+use crate::check::history::{Call, Kv, Op, Ret};
 
 /// One op of the key, ready for the search.
 #[derive(Debug, Clone)]

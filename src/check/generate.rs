@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::history::{Call, History, Kv, Op, Ret};
+use crate::check::history::{Call, History, Kv, Op, Ret};
 
 /// xorshift64*: small, deterministic, good enough for test data.
 pub(super) struct Rng(u64);

@@ -30,7 +30,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::history::{EventKind, Extra, LeaseCall, LeaseRet};
+use crate::check::history::{EventKind, Extra, LeaseCall, LeaseRet};
 
 /// Which lease rule a [`LeaseViolation`] breaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

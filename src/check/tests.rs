@@ -693,3 +693,30 @@ fn stress_generated_histories() {
     eprintln!("most states for one key {states_max}; mutations caught {caught} of {tried}, {inconclusive} inconclusive");
     assert_eq!(inconclusive, 0);
 }
+
+#[test]
+fn shrinking_keeps_the_stale_read_and_drops_the_rest() {
+    // Ten good reads of k, reads of another key, then a stale read of k.
+    let mut history = vec![put(0, (0, 1), "k", "old", 2), put(0, (2, 3), "k", "new", 3)];
+    for i in 0..10 {
+        let t = 10 + 2 * i;
+        history.push(get(1, (t, t + 1), "k", 3, kv("new", 3, 2, 2)));
+        history.push(get(2, (t, t + 1), "other", 3, None));
+    }
+    history.push(get(3, (40, 41), "k", 3, kv("old", 2, 2, 1)));
+    let violation = check(&history).expect_err("a stale read");
+    assert_eq!(violation.check, Check::Linearizability);
+    let shrunk = super::shrink::shrink(&history, &violation, 100);
+    // Both writes stay (leaving one out would prove nothing); of the reads
+    // only the stale one is needed.
+    assert_eq!(shrunk.ops, vec![0, 1, history.len() - 1]);
+    assert_eq!(shrunk.violation.check, Check::Linearizability);
+    assert!(shrunk
+        .violation
+        .window
+        .iter()
+        .all(|w| shrunk.ops.contains(&w.index)));
+    // The sub-history fails by itself.
+    let sub: History = shrunk.ops.iter().map(|&i| history[i].clone()).collect();
+    assert!(check(&sub).is_err());
+}

@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 
 use super::{fmt_kv, Check, Mark, Violation};
-use crate::history::{Kv, Op, Ret};
+use crate::check::history::{Kv, Op, Ret};
 
 /// The store revision an op's response carries, if its outcome is known.
 #[derive(Debug, Clone, Copy)]

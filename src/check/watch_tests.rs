@@ -3,7 +3,7 @@
 
 use super::lease::{check_leases, LeaseCheck};
 use super::watch::{check_watches, WatchCheck};
-use crate::history::*;
+use crate::check::history::*;
 
 const S: u64 = 1_000_000_000;
 
@@ -149,6 +149,7 @@ fn run(watches: Vec<WatchRecord>) -> Extra {
         leases: Vec::new(),
         min_tick_factor: 0.9,
         max_tick_nanos: S / 10,
+        multi: Vec::new(),
     }
 }
 
@@ -467,6 +468,7 @@ fn lease_run(leases: Vec<LeaseOp>, watches: Vec<WatchRecord>) -> Extra {
         leases,
         min_tick_factor: 0.9,
         max_tick_nanos: S / 10,
+        multi: Vec::new(),
     }
 }
 

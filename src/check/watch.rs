@@ -36,8 +36,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::history::{
-    Call, Event, EventKind, Extra, History, LeaseCall, LeaseRet, Ret, WatchEnd, WatchRecord,
+use crate::check::history::{
+    Call, Event, EventKind, Extra, History, LeaseCall, LeaseRet, MultiCall, MultiRet, Ret,
+    WatchEnd, WatchRecord,
 };
 
 /// Which watch guarantee a [`WatchViolation`] breaks.
@@ -264,6 +265,29 @@ fn acked_writes(history: &History, extra: &Extra) -> Vec<(i64, String, Known)> {
                 },
             )),
             _ => {}
+        }
+    }
+    for (i, op) in extra.multi.iter().enumerate() {
+        if let (
+            MultiCall::Txn { keys, value },
+            MultiRet::Txn {
+                revision,
+                succeeded: true,
+                ..
+            },
+        ) = (&op.call, &op.ret)
+        {
+            for (key, _) in keys {
+                let known = Known {
+                    kind: EventKind::Put,
+                    value: Some(value.clone()),
+                    version: None,
+                    create_revision: None,
+                    lease: Some(0),
+                    source: format!("acked multi-key txn #{i}"),
+                };
+                out.push((*revision, key.clone(), known));
+            }
         }
     }
     for (i, op) in extra.leases.iter().enumerate() {

@@ -1,7 +1,9 @@
-//! The history a simulation records: every client operation with when it was
-//! invoked, when (and whether) it completed, what it asked and what it got.
+//! The history a run records (the simulator's, or `cairn verify`'s against a
+//! real cluster): every client operation with when it was invoked, when (and
+//! whether) it completed, what it asked and what it got.
 //!
-//! Times are simulated nanoseconds since the run began. An operation whose
+//! Times are nanoseconds since the run began (simulated in `sim/`, the wall
+//! clock's in `cairn verify`). An operation whose
 //! outcome is unknown (the client timed out, or lost its connection after
 //! sending) has `complete: None` and `ret: Ret::Unknown`: it may or may not
 //! have taken effect, at any time after its invocation.
@@ -322,4 +324,58 @@ pub struct Extra {
     pub min_tick_factor: f64,
     /// The longest tick interval, in simulated nanoseconds.
     pub max_tick_nanos: u64,
+    /// Multi-key operations (`check::multi`), on keys no single-key op
+    /// touches.
+    pub multi: Vec<MultiOp>,
+}
+
+/// A multi-key request: a txn over several keys, or a range (at a past
+/// revision or the current one).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum MultiCall {
+    /// Range `[key, range_end)` at `revision` (0: the current revision).
+    Range {
+        key: String,
+        range_end: String,
+        revision: i64,
+    },
+    /// Txn: if each key's mod_revision equals its expected one (0: the key
+    /// does not exist), put `value` at every key; else get every key.
+    Txn {
+        keys: Vec<(String, i64)>,
+        value: String,
+    },
+}
+
+/// What a multi-key request got.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum MultiRet {
+    /// The header revision, and the keys read (at the requested revision,
+    /// or at the header revision for a current read), in key order.
+    Range {
+        revision: i64,
+        kvs: Vec<(String, Kv)>,
+    },
+    /// Whether the compares held; the header revision (the txn's own
+    /// revision when it wrote); on failure each key as read.
+    Txn {
+        revision: i64,
+        succeeded: bool,
+        kvs: Vec<(String, Option<Kv>)>,
+    },
+    /// It definitely did not take effect (or, for a range, was refused:
+    /// compacted, future revision).
+    Failed,
+    /// It may or may not have taken effect.
+    Unknown,
+}
+
+/// One multi-key operation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MultiOp {
+    pub client: u32,
+    pub invoke: u64,
+    pub complete: Option<u64>,
+    pub call: MultiCall,
+    pub ret: MultiRet,
 }

@@ -1,4 +1,16 @@
-//! The checkers that judge a [`History`].
+//! The checkers that judge a [`History`] of etcd v3 client operations.
+//!
+//! Pure and sans-IO: a history in, a verdict out. The simulator (`sim/`)
+//! records its histories on simulated time and `cairn verify` on a real
+//! cluster's wall clock; both judge them with the same code, here. Times are
+//! nanoseconds since the run began; nothing here reads a clock.
+//!
+//! - [`history`]: what a run records (KV ops, watchers, lease ops).
+//! - this module: KV linearizability and the revision checks.
+//! - [`watch`]: etcd's watch guarantees; [`lease`]: the lease rules.
+//! - [`multi`]: multi-key txns and ranges at a revision, against the
+//!   watchers' event log.
+//! - [`shrink`]: a violation shrunk to a small failing sub-history.
 //!
 //! [`check`] answers one question: could a store with etcd v3's semantics
 //! (one linearizable key space, one revision counter) have produced these
@@ -36,7 +48,11 @@
 //!
 //! # Assumptions
 //!
-//! - The run starts from an empty store at revision 1, with no compaction.
+//! - Every key starts absent (the simulator's store is empty; `cairn
+//!   verify` uses a fresh key prefix). The store revision may start anywhere
+//!   at or above 1 and other clients may raise it: the model only needs a
+//!   lower bound. Compaction does not matter, since gets read the current
+//!   revision.
 //! - Gets are linearizable (not serializable) reads.
 //! - An op with [`Ret::Unknown`] may take effect at any time after its
 //!   invocation, or never; its completion time, if any, is ignored.
@@ -52,10 +68,13 @@
 //! ops, 16 clients, 30% unknown) was about 12,000. [`Config::max_states_per_key`]
 //! bounds it.
 
+pub mod history;
 pub mod lease;
 mod linearize;
 mod model;
+pub mod multi;
 mod revisions;
+pub mod shrink;
 pub mod watch;
 
 #[cfg(test)]
@@ -68,7 +87,7 @@ mod watch_tests;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::history::{Call, History, Kv, Op, Ret};
+use crate::check::history::{Call, History, Kv, Op, Ret};
 use linearize::{Deepest, KeyOps, Outcome};
 
 /// Bounds on the work [`check_with`] does.
