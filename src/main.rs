@@ -128,9 +128,15 @@ struct ServeArgs {
     /// Entries kept after a snapshot so slow followers can catch up from the log.
     #[arg(long, env = "ETCD_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = 5_000)]
     snapshot_catchup_entries: u64,
-    /// Backend quota in bytes (reported; not enforced yet).
-    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
-    quota_backend_bytes: u64,
+    /// Raise NOSPACE when the store passes this many bytes (0: etcd's
+    /// default, 2 GiB; negative: no quota).
+    #[arg(
+        long,
+        env = "ETCD_QUOTA_BACKEND_BYTES",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    quota_backend_bytes: i64,
     /// Largest client request accepted, in bytes.
     #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
     max_request_bytes: usize,
@@ -201,7 +207,7 @@ impl ServeArgs {
             snapshot_catchup_entries: self
                 .experimental_snapshot_catchup_entries
                 .unwrap_or(self.snapshot_catchup_entries),
-            quota_backend_bytes: self.quota_backend_bytes,
+            quota_backend_bytes: u64::try_from(self.quota_backend_bytes).unwrap_or(u64::MAX),
             max_request_bytes: self.max_request_bytes,
             max_txn_ops: self.max_txn_ops,
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),

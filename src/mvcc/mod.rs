@@ -53,6 +53,15 @@
 //! [`Store::check_invariants`] asserts them; the model tests call it after
 //! every operation.
 //!
+//! # Size
+//!
+//! [`Store::bytes_in_use`] is the store's size as the quota counts it: for
+//! every retained key its length plus [`KEY_OVERHEAD`] (its map entry), and
+//! for every retained version its value plus [`VERSION_OVERHEAD`] (the
+//! version record). It is kept up to date by every write, rollback and
+//! compaction, never recomputed by a walk, and it is the same on every
+//! replica that applied the same requests. `docs/mvcc.md` explains the choice.
+//!
 //! # Values
 //!
 //! Keys and values are [`Bytes`]: a value decoded from a request shares the
@@ -87,6 +96,24 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// etcd's default limit on the ops (and compares) in one txn branch.
 pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+
+/// Bytes a retained key counts for besides its own length: its entry in the
+/// key map (the key's `Bytes` handle and the history's `Vec` header).
+pub const KEY_OVERHEAD: u64 =
+    (std::mem::size_of::<Bytes>() + std::mem::size_of::<Vec<u8>>()) as u64;
+
+/// Bytes a retained version counts for besides its value: the version record.
+pub const VERSION_OVERHEAD: u64 = std::mem::size_of::<Version>() as u64;
+
+/// What `version` counts for in [`Store::bytes_in_use`].
+fn version_bytes(version: &Version) -> u64 {
+    VERSION_OVERHEAD + version.value.len() as u64
+}
+
+/// What a key's entry, without its versions, counts for.
+fn key_bytes(key: &[u8]) -> u64 {
+    KEY_OVERHEAD + key.len() as u64
+}
 
 /// One version of a key: what a read at a revision sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +190,9 @@ pub struct Store {
     compacted: i64,
     /// Limit on ops per txn branch.
     max_txn_ops: usize,
+    /// The size of the retained history (see the module docs), maintained by
+    /// every change.
+    in_use: u64,
 }
 
 impl Default for Store {
@@ -179,6 +209,7 @@ impl Store {
             current: 1,
             compacted: 0,
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
+            in_use: 0,
         }
     }
 
@@ -203,19 +234,18 @@ impl Store {
         self.keys.len()
     }
 
-    /// Approximate bytes the retained history holds (keys, values and
-    /// per-version bookkeeping): what Status reports as the database size.
-    /// Walks every key, so it is for occasional use.
-    pub fn approx_bytes(&self) -> u64 {
+    /// The size of the retained history, as the quota counts it (see the
+    /// module docs). Constant time: kept up to date by every change.
+    pub fn bytes_in_use(&self) -> u64 {
+        self.in_use
+    }
+
+    /// [`Store::bytes_in_use`] computed by walking every key: what the
+    /// maintained figure must equal.
+    fn count_bytes(&self) -> u64 {
         self.keys
             .iter()
-            .map(|(k, h)| {
-                let versions: usize = h
-                    .iter()
-                    .map(|v| v.value.len() + std::mem::size_of::<Version>())
-                    .sum();
-                (k.len() + versions) as u64
-            })
+            .map(|(k, h)| key_bytes(k) + h.iter().map(version_bytes).sum::<u64>())
             .sum()
     }
 
@@ -257,7 +287,8 @@ impl Store {
             return Err(Error::FutureRev);
         }
         self.compacted = rev;
-        self.keys.retain(|_, history| {
+        let mut freed = 0;
+        self.keys.retain(|key, history| {
             // Keep the newest version at or before `rev`, unless it is a tombstone.
             let n = history.partition_point(|v| v.rev.main <= rev);
             let keep_from = match history[..n].last() {
@@ -266,13 +297,20 @@ impl Store {
                 Some(_) => n - 1,
                 None => 0,
             };
-            history.drain(..keep_from);
+            freed += history
+                .drain(..keep_from)
+                .map(|v| version_bytes(&v))
+                .sum::<u64>();
+            if history.is_empty() {
+                freed += key_bytes(key);
+            }
             // Give back what an overwritten key no longer needs: memory bounds the data set.
             if history.capacity() > 2 * history.len() {
                 history.shrink_to_fit();
             }
             !history.is_empty()
         });
+        self.in_use -= freed;
         Ok(CompactionResponse {
             header: header(self.current),
         })
@@ -391,6 +429,11 @@ impl Store {
 
     /// Asserts the invariants listed in the module docs. For tests and fuzzing.
     pub fn check_invariants(&self) {
+        assert_eq!(
+            self.in_use,
+            self.count_bytes(),
+            "the maintained size matches the history"
+        );
         assert!(
             self.compacted <= self.current,
             "compacted {} > current {}",

@@ -130,12 +130,47 @@ impl Store {
             keys.insert(key, history);
         }
         r.finish("trailing bytes after mvcc state")?;
-        Ok(Store {
+        let mut store = Store {
             keys,
             current,
             compacted,
             max_txn_ops: super::DEFAULT_MAX_TXN_OPS,
-        })
+            in_use: 0,
+        };
+        store.in_use = store.count_bytes();
+        Ok(store)
+    }
+
+    /// Feeds the whole state to `h` (current and compaction revisions, then
+    /// what [`Store::hash_kv`] covers at the current revision), for a hash
+    /// of the whole store without encoding it.
+    pub fn hash_into(&self, h: &mut crc32fast::Hasher) {
+        h.update(&self.current.to_le_bytes());
+        h.update(&self.compacted.to_le_bytes());
+        self.hash_versions(h, self.current);
+    }
+
+    /// Rebuilds every history at its exact size (a defragment): what
+    /// compaction and overwrites left as spare capacity is given back.
+    pub fn shrink_to_fit(&mut self) {
+        for history in self.keys.values_mut() {
+            history.shrink_to_fit();
+        }
+    }
+
+    fn hash_versions(&self, h: &mut crc32fast::Hasher, rev: i64) {
+        let mut scratch = Vec::new();
+        for (key, history) in &self.keys {
+            for v in history.iter().take_while(|v| v.rev.main <= rev) {
+                scratch.clear();
+                put_bytes(&mut scratch, key);
+                for n in [v.rev.main, v.rev.sub, v.create, v.version, v.lease] {
+                    put_i64(&mut scratch, n);
+                }
+                put_bytes(&mut scratch, &v.value);
+                h.update(&scratch);
+            }
+        }
     }
 
     /// A CRC32 over every retained version at or below `revision` (0: the
@@ -155,18 +190,7 @@ impl Store {
             return Err(Error::Compacted);
         }
         let mut h = crc32fast::Hasher::new();
-        let mut scratch = Vec::new();
-        for (key, history) in &self.keys {
-            for v in history.iter().take_while(|v| v.rev.main <= rev) {
-                scratch.clear();
-                put_bytes(&mut scratch, key);
-                for n in [v.rev.main, v.rev.sub, v.create, v.version, v.lease] {
-                    put_i64(&mut scratch, n);
-                }
-                put_bytes(&mut scratch, &v.value);
-                h.update(&scratch);
-            }
-        }
+        self.hash_versions(&mut h, rev);
         Ok(HashKv {
             hash: h.finalize(),
             revision: rev,

@@ -27,6 +27,7 @@ fn cfg(id: u64, voters: &[u64]) -> NodeConfig {
         max_txn_ops: 128,
         tick_ms: 100,
         min_lease_ttl: 2,
+        quota_backend_bytes: 0,
     }
 }
 

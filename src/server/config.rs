@@ -28,7 +28,8 @@ pub struct ServerConfig {
     pub snapshot_count: u64,
     /// Entries kept after a snapshot for slow followers.
     pub snapshot_catchup_entries: u64,
-    /// Backend quota in bytes (reported; not yet enforced).
+    /// `--quota-backend-bytes`: 0 for etcd's default (2 GiB), `u64::MAX`
+    /// for none (a negative flag value).
     pub quota_backend_bytes: u64,
     /// Largest request accepted, in bytes.
     pub max_request_bytes: usize,

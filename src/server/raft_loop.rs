@@ -17,7 +17,7 @@ use crate::node::{Node, NodeError, NodeStatus, Response};
 use crate::planted::{self, Bug};
 use crate::proto::cairnpb::{raft_request::Request, MemberAttributes};
 use crate::proto::etcdserverpb::{
-    LeaseLeasesResponse, LeaseStatus, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    AlarmMember, LeaseLeasesResponse, LeaseStatus, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
     RangeRequest, WatchRequest, WatchResponse,
 };
 use crate::snap::SnapStore;
@@ -42,6 +42,12 @@ pub enum Command {
     Read(RangeRequest, ReplyTx),
     /// This member's raft and store status.
     Status(oneshot::Sender<NodeStatus>),
+    /// This member's status and the active alarms (Maintenance.Status).
+    MaintenanceStatus(oneshot::Sender<(NodeStatus, Vec<AlarmMember>)>),
+    /// Defragment this member's store; answers with the status after it.
+    Defragment(oneshot::Sender<NodeStatus>),
+    /// The hash of this member's whole state (Maintenance.Hash).
+    Hash(oneshot::Sender<(u32, NodeStatus)>),
     /// The store's hash at a revision.
     HashKv(i64, oneshot::Sender<Result<HashKv, mvcc::Error>>),
     /// Members' published attributes, with this member's status.
@@ -210,6 +216,16 @@ impl<D: Disk> RaftLoop<D> {
             }
             Command::Status(tx) => {
                 let _ = tx.send(self.node.status());
+            }
+            Command::MaintenanceStatus(tx) => {
+                let _ = tx.send((self.node.status(), self.node.alarms()));
+            }
+            Command::Defragment(tx) => {
+                self.node.defragment();
+                let _ = tx.send(self.node.status());
+            }
+            Command::Hash(tx) => {
+                let _ = tx.send((self.node.hash(), self.node.status()));
             }
             Command::HashKv(rev, tx) => {
                 let _ = tx.send(self.node.store().hash_kv(rev));

@@ -1,0 +1,155 @@
+//! etcd's Maintenance service: Alarm, Status, Defragment, Hash, HashKV;
+//! Snapshot, MoveLeader and Downgrade answer UNIMPLEMENTED naming the method.
+//!
+//! Alarm requests go through raft, GET included (as etcd's do), so what a
+//! member answers is what the cluster has applied. Status reads this
+//! member's own raft and store state; its `errors` list "etcdserver: no
+//! leader" when the member knows none, then every active alarm in etcd's text
+//! form. Defragment is this member's own business: it rebuilds the store's
+//! structures and resets the database size the quota counts (see
+//! `crate::node` alarms).
+
+use super::{mvcc_status, stopping, unexpected, Handle, ResponseStream};
+use crate::node::{alarm_errors, NodeError, Response};
+use crate::proto::cairnpb::raft_request::Request;
+use crate::proto::etcdserverpb::{
+    maintenance_server::Maintenance, AlarmRequest, AlarmResponse, DefragmentRequest,
+    DefragmentResponse, DowngradeRequest, DowngradeResponse, HashKvRequest, HashKvResponse,
+    HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest,
+    SnapshotResponse, StatusRequest, StatusResponse,
+};
+use crate::server::raft_loop::Command;
+use tokio::sync::oneshot;
+use tonic::Status;
+
+/// The version cairn reports in Status: the etcd API level it implements.
+pub const VERSION: &str = "3.4.0";
+
+/// An UNIMPLEMENTED answer that names the method (etcd's clients print it).
+pub fn unimplemented(method: &str) -> Status {
+    Status::unimplemented(format!("cairn does not implement {method}"))
+}
+
+/// etcd's Maintenance service.
+pub struct MaintenanceService(pub Handle);
+
+impl MaintenanceService {
+    /// Sends `make(tx)` to the event loop and waits for its answer.
+    async fn ask_loop<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.0
+            .commands
+            .send(make(tx))
+            .await
+            .map_err(|_| stopping())?;
+        rx.await.map_err(|_| stopping())
+    }
+}
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(
+        &self,
+        req: tonic::Request<AlarmRequest>,
+    ) -> Result<tonic::Response<AlarmResponse>, Status> {
+        self.0.check_leader(req.metadata()).await?;
+        match self.0.propose(Request::Alarm(req.into_inner())).await? {
+            Response::Alarm(r) => Ok(tonic::Response::new(r)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn status(
+        &self,
+        req: tonic::Request<StatusRequest>,
+    ) -> Result<tonic::Response<StatusResponse>, Status> {
+        self.0.check_leader(req.metadata()).await?;
+        let (s, alarms) = self.ask_loop(Command::MaintenanceStatus).await?;
+        let mut errors = Vec::new();
+        if s.leader == 0 {
+            errors.push(NodeError::NoLeader.to_string());
+        }
+        errors.extend(alarm_errors(&alarms));
+        Ok(tonic::Response::new(StatusResponse {
+            header: self.0.header(s.revision, s.term),
+            version: VERSION.to_string(),
+            leader: s.leader,
+            db_size: s.db_size as i64,
+            db_size_in_use: s.db_size_in_use as i64,
+            raft_index: s.commit,
+            raft_term: s.term,
+            raft_applied_index: s.applied,
+            errors,
+            is_learner: false,
+            storage_version: String::new(),
+            db_size_quota: i64::try_from(s.quota).unwrap_or(i64::MAX),
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        req: tonic::Request<DefragmentRequest>,
+    ) -> Result<tonic::Response<DefragmentResponse>, Status> {
+        self.0.check_leader(req.metadata()).await?;
+        let s = self.ask_loop(Command::Defragment).await?;
+        Ok(tonic::Response::new(DefragmentResponse {
+            header: self.0.header(s.revision, s.term),
+        }))
+    }
+
+    async fn hash(
+        &self,
+        req: tonic::Request<HashRequest>,
+    ) -> Result<tonic::Response<HashResponse>, Status> {
+        self.0.check_leader(req.metadata()).await?;
+        let (hash, s) = self.ask_loop(Command::Hash).await?;
+        Ok(tonic::Response::new(HashResponse {
+            header: self.0.header(s.revision, s.term),
+            hash,
+        }))
+    }
+
+    async fn hash_kv(
+        &self,
+        req: tonic::Request<HashKvRequest>,
+    ) -> Result<tonic::Response<HashKvResponse>, Status> {
+        self.0.check_leader(req.metadata()).await?;
+        let rev = req.into_inner().revision;
+        let h = self
+            .ask_loop(|tx| Command::HashKv(rev, tx))
+            .await?
+            .map_err(mvcc_status)?;
+        Ok(tonic::Response::new(HashKvResponse {
+            header: self.0.header(h.revision, 0),
+            hash: h.hash,
+            compact_revision: h.compact_revision,
+            hash_revision: h.revision,
+        }))
+    }
+
+    type SnapshotStream = ResponseStream<SnapshotResponse>;
+
+    async fn snapshot(
+        &self,
+        _req: tonic::Request<SnapshotRequest>,
+    ) -> Result<tonic::Response<Self::SnapshotStream>, Status> {
+        Err(unimplemented("Maintenance.Snapshot"))
+    }
+
+    async fn move_leader(
+        &self,
+        _req: tonic::Request<MoveLeaderRequest>,
+    ) -> Result<tonic::Response<MoveLeaderResponse>, Status> {
+        Err(unimplemented("Maintenance.MoveLeader"))
+    }
+
+    async fn downgrade(
+        &self,
+        _req: tonic::Request<DowngradeRequest>,
+    ) -> Result<tonic::Response<DowngradeResponse>, Status> {
+        Err(unimplemented("Maintenance.Downgrade"))
+    }
+}
