@@ -41,6 +41,15 @@
 //! below `c` then fail with [`Error::Compacted`]; reads above the current
 //! revision fail with [`Error::FutureRev`].
 //!
+//! A watch may start at `c` itself (etcd allows it, and clients re-watch from
+//! the `compact_revision` they were told). The puts of revision `c` survive
+//! compaction (each is its key's newest version at `c`), but a tombstone at
+//! `c` would not, nor the versions the changes of `c` replaced (a watcher's
+//! `prev_kv`). So compaction keeps the deletes of revision `c` and the
+//! versions its changes replaced apart from the key histories
+//! ([`Store::events_from`] serves them), until the next compaction replaces
+//! them.
+//!
 //! # Invariants
 //!
 //! 1. Versions in a history are strictly increasing by revision, and every
@@ -115,6 +124,26 @@ fn key_bytes(key: &[u8]) -> u64 {
     KEY_OVERHEAD + key.len() as u64
 }
 
+/// What a change of a key at exactly the compaction revision needs that
+/// compaction would drop, kept for watchers that start there (see the module
+/// docs): a delete's tombstone, and the live version the change replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Kept {
+    key: Bytes,
+    /// The tombstone of a delete at the compaction revision.
+    tombstone: Option<Version>,
+    /// The live version the change replaced, for `prev_kv`.
+    prev: Option<Version>,
+}
+
+impl Kept {
+    fn bytes(&self) -> u64 {
+        key_bytes(&self.key)
+            + self.tombstone.as_ref().map_or(0, version_bytes)
+            + self.prev.as_ref().map_or(0, version_bytes)
+    }
+}
+
 /// One version of a key: what a read at a revision sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Version {
@@ -171,6 +200,12 @@ fn key_bounds<'a>(key: &'a [u8], range_end: &'a [u8]) -> Option<KeyBounds<'a>> {
     }
 }
 
+/// Whether `key` lies within `bounds`.
+fn in_bounds(bounds: &KeyBounds<'_>, key: &[u8]) -> bool {
+    use std::ops::RangeBounds;
+    RangeBounds::<[u8]>::contains(bounds, key)
+}
+
 /// A response header carrying only a revision; the server fills in the rest.
 fn header(revision: i64) -> Option<ResponseHeader> {
     Some(ResponseHeader {
@@ -193,6 +228,8 @@ pub struct Store {
     /// The size of the retained history (see the module docs), maintained by
     /// every change.
     in_use: u64,
+    /// The deletes of the compaction revision (module docs), in key order.
+    kept_deletes: Vec<Kept>,
 }
 
 impl Default for Store {
@@ -210,6 +247,7 @@ impl Store {
             compacted: 0,
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
             in_use: 0,
+            kept_deletes: Vec::new(),
         }
     }
 
@@ -243,10 +281,10 @@ impl Store {
     /// [`Store::bytes_in_use`] computed by walking every key: what the
     /// maintained figure must equal.
     fn count_bytes(&self) -> u64 {
-        self.keys
-            .iter()
+        let kept: u64 = self.kept_deletes.iter().map(Kept::bytes).sum();
+        kept + (self.keys.iter())
             .map(|(k, h)| key_bytes(k) + h.iter().map(version_bytes).sum::<u64>())
-            .sum()
+            .sum::<u64>()
     }
 
     /// Reads a range at `req.revision` (or the newest), as etcd's Range does.
@@ -287,10 +325,24 @@ impl Store {
             return Err(Error::FutureRev);
         }
         self.compacted = rev;
-        let mut freed = 0;
+        let mut freed: u64 = self.kept_deletes.drain(..).map(|k| k.bytes()).sum();
+        let mut kept = Vec::new();
         self.keys.retain(|key, history| {
             // Keep the newest version at or before `rev`, unless it is a tombstone.
             let n = history.partition_point(|v| v.rev.main <= rev);
+            if let Some(last) = history[..n].last().filter(|v| v.rev.main == rev) {
+                let prev = (n.checked_sub(2).map(|p| &history[p]))
+                    .filter(|p| !p.is_tombstone())
+                    .cloned();
+                let tombstone = last.is_tombstone().then(|| last.clone());
+                if tombstone.is_some() || prev.is_some() {
+                    kept.push(Kept {
+                        key: key.clone(),
+                        tombstone,
+                        prev,
+                    });
+                }
+            }
             let keep_from = match history[..n].last() {
                 Some(v) if v.is_tombstone() => n,
                 Some(_) if crate::planted::active(crate::planted::Bug::CompactionDropsNewest) => n,
@@ -311,6 +363,8 @@ impl Store {
             !history.is_empty()
         });
         self.in_use -= freed;
+        self.in_use += kept.iter().map(Kept::bytes).sum::<u64>();
+        self.kept_deletes = kept;
         Ok(CompactionResponse {
             header: header(self.current),
         })
@@ -435,6 +489,12 @@ impl Store {
             "the maintained size matches the history"
         );
         assert!(
+            (self.kept_deletes.iter())
+                .all(|k| (k.tombstone.iter())
+                    .all(|t| t.is_tombstone() && t.rev.main == self.compacted)),
+            "kept deletes are tombstones of the compaction revision"
+        );
+        assert!(
             self.compacted <= self.current,
             "compacted {} > current {}",
             self.compacted,
@@ -480,3 +540,14 @@ fn sort_kvs(kvs: &mut [KeyValue], order: SortOrder, target: SortTarget) {
 
 #[cfg(test)]
 mod tests;
+
+impl Store {
+    /// The version the change to `key` at the compaction revision replaced,
+    /// if compaction kept it (module docs).
+    fn kept_prev(&self, key: &[u8]) -> Option<&Version> {
+        let i = (self.kept_deletes)
+            .binary_search_by(|k| k.key[..].cmp(key))
+            .ok()?;
+        self.kept_deletes[i].prev.as_ref()
+    }
+}

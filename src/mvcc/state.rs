@@ -1,10 +1,10 @@
 //! The store's whole state as bytes (for snapshots) and as a hash (for
 //! comparing replicas).
 //!
-//! # Encoding (version 1), little-endian, with `crate::codec`
+//! # Encoding (version 2), little-endian, with `crate::codec`
 //!
 //! ```text
-//! u32 format version (1)
+//! u32 format version (2; 1 is read too: it ends after the keys)
 //! i64 current revision
 //! i64 compaction revision
 //! u64 number of keys, then for each key in ascending key order:
@@ -12,6 +12,12 @@
 //!     u32 number of versions, then for each, oldest first:
 //!         i64 main, i64 sub, i64 create_revision, i64 version, i64 lease
 //!         bytes value
+//! u32 number of keys changed at the compaction revision whose tombstone or
+//! replaced version compaction kept, then for each, in ascending key order:
+//!     bytes key
+//!     u8 flags: 1 = a tombstone follows, 2 = the replaced version follows
+//!     [i64 main, i64 sub]                (the tombstone)
+//!     [i64 main, i64 sub, i64 create_revision, i64 version, i64 lease, bytes value]
 //! ```
 //!
 //! A tombstone is a version with `version == 0`. Decoding checks the
@@ -23,12 +29,12 @@
 //! Decoded keys and values are copied out of the snapshot buffer: sharing it
 //! would keep the whole buffer alive for as long as any one value from it.
 
-use super::{Error, Result, Revision, Store, Version};
-use crate::codec::{put_bytes, put_i64, put_u32, put_u64, DecodeError, Reader};
+use super::{Error, Kept, Result, Revision, Store, Version};
+use crate::codec::{put_bytes, put_i64, put_u32, put_u64, put_u8, DecodeError, Reader};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 
 /// A hash of the store's retained history up to a revision, as etcd's HashKV
 /// reports it. Replicas that applied the same requests agree on it.
@@ -54,7 +60,15 @@ impl Store {
     /// size first: a snapshot of a large store is written once, in place,
     /// never grown by doubling nor copied.
     pub fn encode_into(&self, buf: &mut Vec<u8>) {
-        let size: usize = 28
+        let kept: usize = (self.kept_deletes.iter())
+            .map(|k| {
+                5 + k.key.len()
+                    + k.tombstone.as_ref().map_or(0, |_| 16)
+                    + k.prev.as_ref().map_or(0, |p| 44 + p.value.len())
+            })
+            .sum();
+        let size: usize = 32
+            + kept
             + self
                 .keys
                 .iter()
@@ -80,6 +94,24 @@ impl Store {
                 put_bytes(buf, &v.value);
             }
         }
+        put_u32(
+            buf,
+            u32::try_from(self.kept_deletes.len()).expect("fewer than 2^32 keys"),
+        );
+        for k in &self.kept_deletes {
+            put_bytes(buf, &k.key);
+            put_u8(
+                buf,
+                u8::from(k.tombstone.is_some()) | (u8::from(k.prev.is_some()) << 1),
+            );
+            if let Some(t) = &k.tombstone {
+                put_i64(buf, t.rev.main);
+                put_i64(buf, t.rev.sub);
+            }
+            if let Some(p) = &k.prev {
+                put_version(buf, p);
+            }
+        }
         debug_assert_eq!(buf.len() - start, size, "the reserved size is exact");
     }
 
@@ -87,7 +119,8 @@ impl Store {
     /// The txn limit is the default; set it again with `with_max_txn_ops`.
     pub fn decode(buf: Bytes) -> Result<Self, DecodeError> {
         let mut r = Reader::new(buf);
-        if r.u32("format version")? != FORMAT_VERSION {
+        let format = r.u32("format version")?;
+        if format != 1 && format != FORMAT_VERSION {
             return Err(r.error("unknown mvcc state format version"));
         }
         let current = r.i64("current revision")?;
@@ -111,13 +144,7 @@ impl Store {
             let mut history: Vec<Version> =
                 Vec::with_capacity((n_versions as usize).min(r.remaining() / 44));
             for _ in 0..n_versions {
-                let v = Version {
-                    rev: Revision::new(r.i64("main revision")?, r.i64("sub revision")?),
-                    create: r.i64("create revision")?,
-                    version: r.i64("version")?,
-                    lease: r.i64("lease")?,
-                    value: Bytes::copy_from_slice(&r.bytes("value")?),
-                };
+                let v = read_version(&mut r)?;
                 let ordered = history.last().is_none_or(|p| p.rev < v.rev);
                 let sane =
                     v.version >= 0 && v.rev.main >= 1 && v.rev.main <= current && v.rev.sub >= 0;
@@ -129,6 +156,11 @@ impl Store {
             prev_key = Some(key.clone());
             keys.insert(key, history);
         }
+        let kept_deletes = if format == 1 {
+            Vec::new()
+        } else {
+            read_kept(&mut r, compacted)?
+        };
         r.finish("trailing bytes after mvcc state")?;
         let mut store = Store {
             keys,
@@ -136,6 +168,7 @@ impl Store {
             compacted,
             max_txn_ops: super::DEFAULT_MAX_TXN_OPS,
             in_use: 0,
+            kept_deletes,
         };
         store.in_use = store.count_bytes();
         Ok(store)
@@ -148,6 +181,17 @@ impl Store {
         h.update(&self.current.to_le_bytes());
         h.update(&self.compacted.to_le_bytes());
         self.hash_versions(h, self.current);
+        let mut scratch = Vec::new();
+        for k in &self.kept_deletes {
+            put_bytes(&mut scratch, &k.key);
+            if let Some(t) = &k.tombstone {
+                put_i64(&mut scratch, t.rev.sub);
+            }
+            if let Some(p) = &k.prev {
+                put_version(&mut scratch, p);
+            }
+        }
+        h.update(&scratch);
     }
 
     /// Rebuilds every history at its exact size (a defragment): what
@@ -197,4 +241,67 @@ impl Store {
             compact_revision: self.compacted,
         })
     }
+}
+
+/// Writes a version's numbers and value.
+fn put_version(buf: &mut Vec<u8>, v: &Version) {
+    for n in [v.rev.main, v.rev.sub, v.create, v.version, v.lease] {
+        put_i64(buf, n);
+    }
+    put_bytes(buf, &v.value);
+}
+
+/// Reads what [`put_version`] wrote.
+fn read_version(r: &mut Reader) -> Result<Version, DecodeError> {
+    Ok(Version {
+        rev: Revision::new(r.i64("main revision")?, r.i64("sub revision")?),
+        create: r.i64("create revision")?,
+        version: r.i64("version")?,
+        lease: r.i64("lease")?,
+        value: Bytes::copy_from_slice(&r.bytes("value")?),
+    })
+}
+
+/// Reads what compaction kept of the changes at the compaction revision,
+/// checking each is in key order, its tombstone of that revision, its
+/// replaced version live and older.
+fn read_kept(r: &mut Reader, compacted: i64) -> Result<Vec<Kept>, DecodeError> {
+    let n = r.u32("kept count")? as usize;
+    let mut out: Vec<Kept> = Vec::with_capacity(n.min(r.remaining() / 5));
+    for _ in 0..n {
+        let key = Bytes::copy_from_slice(&r.bytes("kept key")?);
+        let flags = r.u8("kept flags")?;
+        if flags == 0 || flags > 3 {
+            return Err(r.error("kept flags"));
+        }
+        let tombstone = match flags & 1 {
+            0 => None,
+            _ => Some(Version {
+                rev: Revision::new(r.i64("main revision")?, r.i64("sub revision")?),
+                create: 0,
+                version: 0,
+                lease: 0,
+                value: Bytes::new(),
+            }),
+        };
+        let prev = match flags & 2 {
+            0 => None,
+            _ => Some(read_version(r)?),
+        };
+        let ordered = out.last().is_none_or(|p| p.key < key) && !key.is_empty();
+        let sane = tombstone
+            .as_ref()
+            .is_none_or(|t| t.rev.main == compacted && t.rev.sub >= 0)
+            && (prev.as_ref())
+                .is_none_or(|p| !p.is_tombstone() && p.rev.main < compacted && p.rev.main >= 1);
+        if !ordered || !sane {
+            return Err(r.error("kept version out of order or out of range"));
+        }
+        out.push(Kept {
+            key,
+            tombstone,
+            prev,
+        });
+    }
+    Ok(out)
 }
