@@ -14,12 +14,14 @@
 //!   the MVCC history.
 //! - [`node`]: raft-rs around the store and the lessor: the replicated member.
 //! - [`storage`]: a node's data directory and its recovery order.
+//! - [`backup`]: backup images to status and restore (`cairn snapshot`).
 //! - [`proto`]: the etcd v3 wire types (`etcdserverpb`, `mvccpb`).
 //!
 //! Nothing in the core reads a clock, spawns a thread, touches a file except
 //! through a `Disk`, or draws ambient randomness; `clippy.toml` enforces it.
 //! Two runs fed the same inputs produce the same outputs.
 
+pub mod backup;
 pub mod codec;
 pub mod disk;
 pub mod error;

@@ -13,6 +13,7 @@
 mod bench;
 mod config_file;
 mod etcd_flags;
+mod snapshot_cli;
 
 use cairn::disk::FsDisk;
 use cairn::server::config::{
@@ -58,6 +59,10 @@ enum Command {
     },
     /// Print the version (etcd's format) and exit.
     Version,
+    /// Backup images from `etcdctl snapshot save`: status, and restore into a
+    /// new member's data directory (etcdutl's flags).
+    #[command(subcommand)]
+    Snapshot(snapshot_cli::SnapshotCommand),
     /// Load an etcd v3 endpoint (cairn or etcd) and report throughput and latency.
     #[cfg(not(madsim))]
     #[command(subcommand)]
@@ -350,6 +355,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::Snapshot(cmd)) => snapshot_cli::main(cmd),
         Some(Command::Serve(args)) => serve(&args, &warnings),
         #[cfg(not(madsim))]
         Some(Command::Bench(cmd)) => bench::main(cmd),

@@ -60,6 +60,16 @@ impl Store {
     /// size first: a snapshot of a large store is written once, in place,
     /// never grown by doubling nor copied.
     pub fn encode_into(&self, buf: &mut Vec<u8>) {
+        let size = self.encoded_len();
+        buf.reserve(size);
+        let start = buf.len();
+        // Straight into `buf`: never a second copy of the state.
+        self.encode_with(buf, usize::MAX, |_| {});
+        debug_assert_eq!(buf.len() - start, size, "the reserved size is exact");
+    }
+
+    /// The length of what [`Store::encode`] returns, without encoding.
+    pub fn encoded_len(&self) -> usize {
         let kept: usize = (self.kept_deletes.iter())
             .map(|k| {
                 5 + k.key.len()
@@ -67,16 +77,39 @@ impl Store {
                     + k.prev.as_ref().map_or(0, |p| 44 + p.value.len())
             })
             .sum();
-        let size: usize = 32
-            + kept
-            + self
-                .keys
-                .iter()
+        32 + kept
+            + (self.keys.iter())
                 .map(|(k, h)| 8 + k.len() + h.iter().map(|v| 44 + v.value.len()).sum::<usize>())
-                .sum::<usize>();
-        buf.reserve(size);
-        let start = buf.len();
-        let buf = &mut *buf;
+                .sum::<usize>()
+    }
+
+    /// Hands the bytes of [`Store::encode`] to `emit` in pieces of about
+    /// `piece_len` bytes (whole keys; a key larger than that is one piece),
+    /// so a stream of the state never holds all of it.
+    pub fn encode_in_pieces(&self, piece_len: usize, mut emit: impl FnMut(&[u8])) {
+        let mut buf = Vec::with_capacity(piece_len.min(1 << 20));
+        self.encode_with(&mut buf, piece_len, |b| {
+            emit(b);
+            b.clear();
+        });
+        if !buf.is_empty() {
+            emit(&buf);
+        }
+    }
+
+    /// Appends the encoding to `buf`, calling `flush` whenever `buf` holds
+    /// `piece_len` bytes or more after a whole key (`flush` may drain it).
+    fn encode_with(
+        &self,
+        buf: &mut Vec<u8>,
+        piece_len: usize,
+        mut flush: impl FnMut(&mut Vec<u8>),
+    ) {
+        let mut flush = |buf: &mut Vec<u8>| {
+            if buf.len() >= piece_len {
+                flush(buf);
+            }
+        };
         put_u32(buf, FORMAT_VERSION);
         put_i64(buf, self.current);
         put_i64(buf, self.compacted);
@@ -88,11 +121,9 @@ impl Store {
                 u32::try_from(history.len()).expect("fewer than 2^32 versions of a key"),
             );
             for v in history {
-                for n in [v.rev.main, v.rev.sub, v.create, v.version, v.lease] {
-                    put_i64(buf, n);
-                }
-                put_bytes(buf, &v.value);
+                put_version(buf, v);
             }
+            flush(buf);
         }
         put_u32(
             buf,
@@ -111,8 +142,8 @@ impl Store {
             if let Some(p) = &k.prev {
                 put_version(buf, p);
             }
+            flush(buf);
         }
-        debug_assert_eq!(buf.len() - start, size, "the reserved size is exact");
     }
 
     /// Decodes a state written by [`Store::encode`], checking its invariants.

@@ -269,6 +269,17 @@ impl Node {
         self.db_size = self.kv.bytes_in_use();
     }
 
+    /// A point-in-time copy of the replicated state for a backup image
+    /// (Maintenance.Snapshot): the store is cloned (its keys and values are
+    /// shared, not copied), so the image is written while the member goes on.
+    pub fn image_source(&self) -> crate::snap::image::ImageSource {
+        crate::snap::image::ImageSource {
+            store: self.kv.clone(),
+            leases: self.lessor.encode(),
+            alarms: self.alarms.encode(),
+        }
+    }
+
     /// A CRC32 over this member's whole replicated state at its current
     /// revision (Maintenance.Hash): every retained version, the compaction
     /// revision, the leases and the alarms. Members that applied the same

@@ -78,6 +78,25 @@ pub struct MemberInfo {
     pub peer_urls: Vec<String>,
 }
 
+/// Every member of `initial_cluster` with its ID. As in etcd, a member's ID
+/// depends on its peer URLs and the cluster token, so every member (and
+/// `cairn snapshot restore`) computes the same IDs.
+pub fn members_of(initial_cluster: &BTreeMap<String, Vec<String>>, token: &str) -> Vec<MemberInfo> {
+    initial_cluster
+        .iter()
+        .map(|(name, urls)| {
+            let mut sorted = urls.clone();
+            sorted.sort();
+            let joined = sorted.join(",");
+            MemberInfo {
+                id: fnv1a(&[&joined, token]),
+                name: name.clone(),
+                peer_urls: urls.clone(),
+            }
+        })
+        .collect()
+}
+
 /// A configuration that cannot work.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -230,19 +249,7 @@ impl ServerConfig {
     /// Every member with its ID. As in etcd, a member's ID depends on its peer
     /// URLs and the cluster token, so every member computes the same IDs.
     pub fn members(&self) -> Vec<MemberInfo> {
-        self.initial_cluster
-            .iter()
-            .map(|(name, urls)| {
-                let mut sorted = urls.clone();
-                sorted.sort();
-                let joined = sorted.join(",");
-                MemberInfo {
-                    id: fnv1a(&[&joined, &self.initial_cluster_token]),
-                    name: name.clone(),
-                    peer_urls: urls.clone(),
-                }
-            })
-            .collect()
+        members_of(&self.initial_cluster, &self.initial_cluster_token)
     }
 
     /// This member.

@@ -46,6 +46,8 @@ pub enum Command {
     MaintenanceStatus(oneshot::Sender<(NodeStatus, Vec<AlarmMember>)>),
     /// Defragment this member's store; answers with the status after it.
     Defragment(oneshot::Sender<NodeStatus>),
+    /// A point-in-time copy of the state for a backup (Maintenance.Snapshot).
+    Snapshot(oneshot::Sender<(crate::snap::image::ImageSource, NodeStatus)>),
     /// The hash of this member's whole state (Maintenance.Hash).
     Hash(oneshot::Sender<(u32, NodeStatus)>),
     /// The store's hash at a revision.
@@ -223,6 +225,9 @@ impl<D: Disk> RaftLoop<D> {
             Command::Defragment(tx) => {
                 self.node.defragment();
                 let _ = tx.send(self.node.status());
+            }
+            Command::Snapshot(tx) => {
+                let _ = tx.send((self.node.image_source(), self.node.status()));
             }
             Command::Hash(tx) => {
                 let _ = tx.send((self.node.hash(), self.node.status()));
