@@ -225,12 +225,18 @@ impl Store {
         h.update(&scratch);
     }
 
-    /// Rebuilds every history at its exact size (a defragment): what
-    /// compaction and overwrites left as spare capacity is given back.
-    pub fn shrink_to_fit(&mut self) {
-        for history in self.keys.values_mut() {
+    /// Rebuilds the histories of up to `max_keys` keys from `from` (the
+    /// first key if `None`) at their exact size: one step of a defragment,
+    /// giving back what compaction and overwrites left as spare capacity.
+    /// Returns the key to go on from, `None` when the last key is done.
+    pub fn shrink_from(&mut self, from: Option<&Bytes>, max_keys: usize) -> Option<Bytes> {
+        use std::ops::Bound;
+        let start = from.map_or(Bound::Unbounded, |k| Bound::Included(k.clone()));
+        let mut range = self.keys.range_mut((start, Bound::Unbounded));
+        for (_, history) in range.by_ref().take(max_keys) {
             history.shrink_to_fit();
         }
+        range.next().map(|(k, _)| k.clone())
     }
 
     fn hash_versions(&self, h: &mut crc32fast::Hasher, rev: i64) {

@@ -261,38 +261,6 @@ impl Node {
     }
 }
 
-impl Node {
-    /// Defragments this member's store: rebuilds its structures at their
-    /// exact size and lets the database size fall back to the bytes in use.
-    pub fn defragment(&mut self) {
-        self.kv.shrink_to_fit();
-        self.db_size = self.kv.bytes_in_use();
-    }
-
-    /// A point-in-time copy of the replicated state for a backup image
-    /// (Maintenance.Snapshot): the store is cloned (its keys and values are
-    /// shared, not copied), so the image is written while the member goes on.
-    pub fn image_source(&self) -> crate::snap::image::ImageSource {
-        crate::snap::image::ImageSource {
-            store: self.kv.clone(),
-            leases: self.lessor.encode(),
-            alarms: self.alarms.encode(),
-        }
-    }
-
-    /// A CRC32 over this member's whole replicated state at its current
-    /// revision (Maintenance.Hash): every retained version, the compaction
-    /// revision, the leases and the alarms. Members that applied the same
-    /// entries agree on it.
-    pub fn hash(&self) -> u32 {
-        let mut h = crc32fast::Hasher::new();
-        self.kv.hash_into(&mut h);
-        h.update(&self.lessor.encode());
-        h.update(&self.alarms.encode());
-        h.finalize()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -59,9 +59,11 @@ mod alarms;
 pub mod convert;
 mod log_store;
 mod logger;
+mod maintenance;
 
 pub use alarms::{alarm_error_string, cost, effective_quota, Alarms, DEFAULT_QUOTA_BYTES};
 pub use log_store::LogStore;
+pub use maintenance::DEFRAG_STEP_KEYS;
 
 use crate::lease::{self, LeaseError, Lessor};
 use crate::mvcc::{self, Store};
@@ -132,6 +134,8 @@ pub enum Response {
     LeaseRenew(LeaseKeepAliveResponse),
     /// An alarm request was applied.
     Alarm(AlarmResponse),
+    /// This member's defragment is done.
+    Defragmented,
     /// A member's attributes were recorded, or a lease expiry applied.
     Published,
 }
@@ -280,6 +284,8 @@ pub struct Node {
     db_size: u64,
     /// When this member last proposed its NOSPACE alarm (ticks).
     nospace_proposed_at: Option<u64>,
+    /// The defragment under way, if any.
+    defrag: Option<maintenance::Defrag>,
 }
 
 impl std::fmt::Debug for Node {
@@ -342,6 +348,7 @@ impl Node {
             quota_bytes: alarms::effective_quota(cfg.quota_backend_bytes),
             db_size,
             nospace_proposed_at: None,
+            defrag: None,
             rng: crate::rng::SplitMix64::new(cfg.seed),
             drawn_for: (u64::MAX, StateRole::Follower, 0),
             lessor,
@@ -866,7 +873,7 @@ impl Node {
             Response::LeaseRevoke(r) => &mut r.header,
             Response::LeaseRenew(r) => &mut r.header,
             Response::Alarm(r) => &mut r.header,
-            Response::Published => return Ok(response),
+            Response::Published | Response::Defragmented => return Ok(response),
         };
         if header.is_none() {
             *header = Some(ResponseHeader {
@@ -891,9 +898,13 @@ impl Node {
     }
 
     fn maybe_snapshot(&mut self) {
-        if self.applied - self.snapshot_index < self.cfg.snapshot_count {
-            return;
+        if self.applied - self.snapshot_index >= self.cfg.snapshot_count {
+            self.snapshot_now();
         }
+    }
+
+    /// Takes a snapshot of the state as of `applied` for the driver to save.
+    fn snapshot_now(&mut self) {
         let members = MemberAttributesList {
             members: self.members(),
         }

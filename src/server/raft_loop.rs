@@ -44,8 +44,8 @@ pub enum Command {
     Status(oneshot::Sender<NodeStatus>),
     /// This member's status and the active alarms (Maintenance.Status).
     MaintenanceStatus(oneshot::Sender<(NodeStatus, Vec<AlarmMember>)>),
-    /// Defragment this member's store; answers with the status after it.
-    Defragment(oneshot::Sender<NodeStatus>),
+    /// Defragment this member's store (answered when it is done).
+    Defragment(ReplyTx),
     /// A point-in-time copy of the state for a backup (Maintenance.Snapshot).
     Snapshot(oneshot::Sender<(crate::snap::image::ImageSource, NodeStatus)>),
     /// The hash of this member's whole state (Maintenance.Hash).
@@ -174,6 +174,10 @@ impl<D: Disk> RaftLoop<D> {
                         }
                     }
                 }
+                // A defragment goes on a step at a time between batches.
+                () = std::future::ready(()), if self.node.defragmenting() => {
+                    self.node.defragment_step();
+                }
                 _ = shutdown.changed(), if handing_over.is_none() => {
                     let Some(to) = self.node.transfer_leadership() else { break };
                     tracing::info!(transferee = format_args!("{to:x}"), "leader stopping: transferring leadership");
@@ -223,8 +227,9 @@ impl<D: Disk> RaftLoop<D> {
                 let _ = tx.send((self.node.status(), self.node.alarms()));
             }
             Command::Defragment(tx) => {
-                self.node.defragment();
-                let _ = tx.send(self.node.status());
+                let id = self.next_id();
+                self.waiting.insert(id, tx);
+                self.node.defragment(id);
             }
             Command::Snapshot(tx) => {
                 let _ = tx.send((self.node.image_source(), self.node.status()));

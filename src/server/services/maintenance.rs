@@ -9,9 +9,9 @@
 //! member answers is what the cluster has applied. Status reads this
 //! member's own raft and store state; its `errors` list "etcdserver: no
 //! leader" when the member knows none, then every active alarm in etcd's text
-//! form. Defragment is this member's own business: it rebuilds the store's
-//! structures and resets the database size the quota counts (see
-//! `crate::node` alarms).
+//! form. Defragment is this member's own business, done in steps between the
+//! event loop's batches so writes never wait for it (`crate::node`'s
+//! maintenance module); it answers when the last step is done.
 
 use super::receiver_stream;
 use super::{mvcc_status, stopping, unexpected, Handle, ResponseStream};
@@ -162,7 +162,11 @@ impl Maintenance for MaintenanceService {
         req: tonic::Request<DefragmentRequest>,
     ) -> Result<tonic::Response<DefragmentResponse>, Status> {
         self.0.check_leader(req.metadata()).await?;
-        let s = self.ask_loop(Command::Defragment).await?;
+        match self.0.ask(Command::Defragment).await? {
+            Response::Defragmented => {}
+            other => return Err(unexpected(other)),
+        }
+        let s = self.ask_loop(Command::Status).await?;
         Ok(tonic::Response::new(DefragmentResponse {
             header: self.0.header(s.revision, s.term),
         }))
