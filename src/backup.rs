@@ -29,6 +29,7 @@ use crate::snap::image::{read_image, Image};
 use crate::snap::{encode_sections, SectionKind, Snapshot, SnapshotMeta};
 use crate::storage::{self, SNAP_DIR, WAL_DIR};
 use crate::wal::{HardState, SnapshotMarker, WalOptions};
+use bytes::Bytes;
 use prost::Message as _;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -150,8 +151,7 @@ pub fn restore(path: &Path, opts: &RestoreOptions) -> std::result::Result<i64, R
         )));
     }
 
-    let image = read_image_file(path)?;
-    let mut store = store_of(path, &image)?;
+    let (mut store, mut leases, alarms) = load(path)?;
     if opts.bump_revision > 0 {
         store.bump_revision(i64::try_from(opts.bump_revision).unwrap_or(i64::MAX));
         let rev = store.current_revision();
@@ -164,12 +164,9 @@ pub fn restore(path: &Path, opts: &RestoreOptions) -> std::result::Result<i64, R
     }
     let revision = store.current_revision();
     // A lease's last renewal was an index of the old cluster's log.
-    let mut leases = LeaseRecordList::decode(image.section(SectionKind::Lease).unwrap_or_default())
-        .map_err(|e| corrupt(path, 0, format!("lease section: {e}")))?;
     for l in &mut leases.leases {
         l.renewed_at = 0;
     }
-    let alarms = image.section(SectionKind::Alarms).unwrap_or_default();
     let data = encode_sections(&[
         (SectionKind::Lease, &leases.encode_to_vec()),
         (SectionKind::Alarms, &alarms),
@@ -177,6 +174,53 @@ pub fn restore(path: &Path, opts: &RestoreOptions) -> std::result::Result<i64, R
     ]);
     write_data_dir(opts, members.iter().map(|m| m.id).collect(), data)?;
     Ok(revision)
+}
+
+/// The store, leases and alarms of a backup file: a cairn image, or a
+/// snapshot a real etcd wrote (a bbolt database and its sha256), migrated.
+fn load(path: &Path) -> Result<(Store, LeaseRecordList, Bytes)> {
+    let data = std::fs::read(path).map_err(|e| Error::io("read", path.display().to_string(), e))?;
+    if crate::etcd_db::is_etcd_snapshot(&data) {
+        return load_etcd(path, &data);
+    }
+    let image = read_image(data.into()).map_err(|e| corrupt(path, e.offset, e.what))?;
+    let store = store_of(path, &image)?;
+    let leases = LeaseRecordList::decode(image.section(SectionKind::Lease).unwrap_or_default())
+        .map_err(|e| corrupt(path, 0, format!("lease section: {e}")))?;
+    Ok((
+        store,
+        leases,
+        image.section(SectionKind::Alarms).unwrap_or_default(),
+    ))
+}
+
+/// An etcd snapshot's keys (every retained version, with its revisions,
+/// version and lease), compaction revision and leases. etcd's alarms are
+/// the old cluster's members': not kept.
+fn load_etcd(path: &Path, data: &[u8]) -> Result<(Store, LeaseRecordList, Bytes)> {
+    let db = crate::etcd_db::read_snapshot(data).map_err(|e| corrupt(path, e.offset, e.what))?;
+    let versions = db.versions.into_iter().map(|v| mvcc::ImportedVersion {
+        key: v.kv.key,
+        main: v.main,
+        sub: v.sub,
+        tombstone: v.tombstone,
+        create: v.kv.create_revision,
+        version: v.kv.version,
+        lease: v.kv.lease,
+        value: v.kv.value,
+    });
+    let store = Store::import(versions, db.compacted)
+        .map_err(|e| corrupt(path, e.offset, format!("etcd keys: {e}")))?;
+    let leases = LeaseRecordList {
+        leases: (db.leases.into_iter())
+            .map(|l| crate::proto::cairnpb::LeaseRecord {
+                id: l.id,
+                ttl: l.ttl,
+                renewed_at: 0,
+            })
+            .collect(),
+    };
+    Ok((store, leases, Bytes::new()))
 }
 
 /// The snapshot at index 1 and a WAL after it, in a new data directory.

@@ -14,7 +14,8 @@
 //!   the MVCC history.
 //! - [`node`]: raft-rs around the store and the lessor: the replicated member.
 //! - [`storage`]: a node's data directory and its recovery order.
-//! - [`backup`]: backup images to status and restore (`cairn snapshot`).
+//! - [`backup`]: backup images to status and restore (`cairn snapshot`);
+//!   [`etcd_db`] reads an etcd snapshot (bbolt) for a migration.
 //! - [`proto`]: the etcd v3 wire types (`etcdserverpb`, `mvccpb`).
 //!
 //! Nothing in the core reads a clock, spawns a thread, touches a file except
@@ -25,6 +26,7 @@ pub mod backup;
 pub mod codec;
 pub mod disk;
 pub mod error;
+pub mod etcd_db;
 pub mod lease;
 pub mod mvcc;
 pub mod node;

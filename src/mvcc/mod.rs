@@ -86,7 +86,7 @@ mod write;
 
 pub use error::{Error, GrpcCode};
 pub use revision::Revision;
-pub use state::HashKv;
+pub use state::{HashKv, ImportedVersion};
 pub use txn::{check_delete, check_put, check_range, check_txn};
 
 use crate::proto::etcdserverpb::{

@@ -342,3 +342,77 @@ fn read_kept(r: &mut Reader, compacted: i64) -> Result<Vec<Kept>, DecodeError> {
     }
     Ok(out)
 }
+
+/// One version of a key from another store (an etcd database), for
+/// [`Store::import`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedVersion {
+    pub key: Bytes,
+    pub main: i64,
+    pub sub: i64,
+    /// A delete: the other fields but the key and revision are ignored.
+    pub tombstone: bool,
+    pub create: i64,
+    pub version: i64,
+    pub lease: i64,
+    pub value: Bytes,
+}
+
+impl Store {
+    /// Builds a store from another store's versions (any order), compacted
+    /// at `compacted`: each key's history in revision order, leading
+    /// tombstones dropped (compaction drops them here), the current
+    /// revision the newest one seen. Checks what [`Store::decode`] checks.
+    pub fn import(
+        versions: impl IntoIterator<Item = ImportedVersion>,
+        compacted: i64,
+    ) -> Result<Self, DecodeError> {
+        let bad = |what| DecodeError { offset: 0, what };
+        let mut keys: BTreeMap<Bytes, Vec<Version>> = BTreeMap::new();
+        let mut current = compacted.max(1);
+        for v in versions {
+            if v.key.is_empty() || v.main < 1 || v.sub < 0 {
+                return Err(bad("imported version out of range"));
+            }
+            let (create, version, lease, value) = match v.tombstone {
+                true => (0, 0, 0, Bytes::new()),
+                false if v.version >= 1 && v.create >= 1 && v.create <= v.main => {
+                    (v.create, v.version, v.lease, v.value)
+                }
+                false => return Err(bad("imported version out of range")),
+            };
+            current = current.max(v.main);
+            keys.entry(v.key).or_default().push(Version {
+                rev: Revision::new(v.main, v.sub),
+                create,
+                version,
+                lease,
+                value,
+            });
+        }
+        keys.retain(|_, history| {
+            history.sort_by_key(|v| v.rev);
+            let live = history
+                .iter()
+                .position(|v| !v.is_tombstone())
+                .unwrap_or(history.len());
+            history.drain(..live);
+            !history.is_empty()
+        });
+        for history in keys.values() {
+            if history.windows(2).any(|w| w[0].rev >= w[1].rev) {
+                return Err(bad("two versions of a key at one revision"));
+            }
+        }
+        let mut store = Store {
+            keys,
+            current,
+            compacted,
+            max_txn_ops: super::DEFAULT_MAX_TXN_OPS,
+            in_use: 0,
+            kept_deletes: Vec::new(),
+        };
+        store.in_use = store.count_bytes();
+        Ok(store)
+    }
+}
