@@ -310,11 +310,7 @@ impl<'a> Bolt<'a> {
     }
 
     /// Every key and value of the bucket at `tree` (not its sub-buckets).
-    fn walk(
-        &self,
-        tree: Tree<'a>,
-        f: &mut EntryFn<'_>,
-    ) -> Result<(), DecodeError> {
+    fn walk(&self, tree: Tree<'a>, f: &mut EntryFn<'_>) -> Result<(), DecodeError> {
         let mut budget = self.db.len() / self.page_size + 1;
         self.visit(tree, &mut budget, &mut |k, v, is_bucket| {
             if is_bucket {
