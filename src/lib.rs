@@ -14,6 +14,8 @@
 //!   the MVCC history.
 //! - [`node`]: raft-rs around the store and the lessor: the replicated member.
 //! - [`storage`]: a node's data directory and its recovery order.
+//! - [`backup`]: backup images to status and restore (`cairn snapshot`);
+//!   [`etcd_db`] reads an etcd snapshot (bbolt) for a migration.
 //! - [`proto`]: the etcd v3 wire types (`etcdserverpb`, `mvccpb`).
 //! - [`check`]: the checkers that judge a recorded client history
 //!   (linearizability, watch and lease guarantees), shared by the simulator
@@ -23,10 +25,12 @@
 //! through a `Disk`, or draws ambient randomness; `clippy.toml` enforces it.
 //! Two runs fed the same inputs produce the same outputs.
 
+pub mod backup;
 pub mod check;
 pub mod codec;
 pub mod disk;
 pub mod error;
+pub mod etcd_db;
 pub mod lease;
 pub mod metrics;
 pub mod mvcc;

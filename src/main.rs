@@ -17,6 +17,7 @@ mod config_file;
 mod etcd_flags;
 #[cfg(not(madsim))]
 mod logging;
+mod snapshot_cli;
 #[cfg(not(madsim))]
 mod verify;
 
@@ -65,6 +66,10 @@ enum Command {
     },
     /// Print the version (etcd's format) and exit.
     Version,
+    /// Backup images from `etcdctl snapshot save`: status, and restore into a
+    /// new member's data directory (etcdutl's flags).
+    #[command(subcommand)]
+    Snapshot(snapshot_cli::SnapshotCommand),
     /// Load an etcd v3 endpoint (cairn or etcd) and report throughput and latency.
     #[cfg(not(madsim))]
     #[command(subcommand)]
@@ -140,9 +145,15 @@ struct ServeArgs {
     /// Entries kept after a snapshot so slow followers can catch up from the log.
     #[arg(long, env = "ETCD_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = 5_000)]
     snapshot_catchup_entries: u64,
-    /// Backend quota in bytes (reported; not enforced yet).
-    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
-    quota_backend_bytes: u64,
+    /// Raise NOSPACE when the store passes this many bytes (0: etcd's
+    /// default, 2 GiB; negative: no quota).
+    #[arg(
+        long,
+        env = "ETCD_QUOTA_BACKEND_BYTES",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    quota_backend_bytes: i64,
     /// Largest client request accepted, in bytes.
     #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
     max_request_bytes: usize,
@@ -279,7 +290,7 @@ impl ServeArgs {
             snapshot_catchup_entries: self
                 .experimental_snapshot_catchup_entries
                 .unwrap_or(self.snapshot_catchup_entries),
-            quota_backend_bytes: self.quota_backend_bytes,
+            quota_backend_bytes: u64::try_from(self.quota_backend_bytes).unwrap_or(u64::MAX),
             max_request_bytes: self.max_request_bytes,
             max_txn_ops: self.max_txn_ops,
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
@@ -527,6 +538,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::Snapshot(cmd)) => snapshot_cli::main(cmd),
         Some(Command::Serve(args)) => serve(&args, &warnings),
         #[cfg(not(madsim))]
         Some(Command::Bench(cmd)) => bench::main(cmd),

@@ -16,8 +16,9 @@ impl Store {
     /// watcher never sees part of a revision). Returns the events and the
     /// revision to read from next (`current + 1` when it read everything).
     ///
-    /// The caller makes sure `from` is above the compaction revision: below
-    /// it, deletes are no longer retained and the events would be incomplete.
+    /// The caller makes sure `from` is at or above the compaction revision:
+    /// below it, deletes are no longer retained and the events would be
+    /// incomplete. At it, the deletes compaction kept are included.
     /// Walks every key of the range: the cost of catching up is the range's
     /// size, paid only by watchers that fell behind.
     pub fn events_from(
@@ -31,14 +32,26 @@ impl Store {
             return (Vec::new(), self.current + 1);
         };
         let mut found: Vec<(super::Revision, Event)> = Vec::new();
+        if from == self.compacted {
+            for k in &self.kept_deletes {
+                let Some(t) = &k.tombstone else { continue };
+                if super::in_bounds(&bounds, &k.key) {
+                    let prev = k.prev.as_ref().map(|p| p.to_kv(&k.key, false));
+                    found.push((t.rev, event_of(&k.key, t, prev)));
+                }
+            }
+        }
         for (k, history) in self.keys.range::<[u8], _>(bounds) {
             let first = history.partition_point(|v| v.rev.main < from);
             for i in first..history.len() {
-                let prev = i
-                    .checked_sub(1)
-                    .map(|p| &history[p])
-                    .filter(|p| !p.is_tombstone())
-                    .map(|p| p.to_kv(k, false));
+                let prev = match i.checked_sub(1) {
+                    Some(p) => Some(&history[p]).filter(|p| !p.is_tombstone()),
+                    // Compaction dropped it; kept if this change is at the
+                    // compaction revision.
+                    None if history[i].rev.main == self.compacted => self.kept_prev(k),
+                    None => None,
+                }
+                .map(|p| p.to_kv(k, false));
                 found.push((history[i].rev, event_of(k, &history[i], prev)));
             }
         }

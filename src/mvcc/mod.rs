@@ -41,6 +41,15 @@
 //! below `c` then fail with [`Error::Compacted`]; reads above the current
 //! revision fail with [`Error::FutureRev`].
 //!
+//! A watch may start at `c` itself (etcd allows it, and clients re-watch from
+//! the `compact_revision` they were told). The puts of revision `c` survive
+//! compaction (each is its key's newest version at `c`), but a tombstone at
+//! `c` would not, nor the versions the changes of `c` replaced (a watcher's
+//! `prev_kv`). So compaction keeps the deletes of revision `c` and the
+//! versions its changes replaced apart from the key histories
+//! ([`Store::events_from`] serves them), until the next compaction replaces
+//! them.
+//!
 //! # Invariants
 //!
 //! 1. Versions in a history are strictly increasing by revision, and every
@@ -52,6 +61,15 @@
 //!
 //! [`Store::check_invariants`] asserts them; the model tests call it after
 //! every operation.
+//!
+//! # Size
+//!
+//! [`Store::bytes_in_use`] is the store's size as the quota counts it: for
+//! every retained key its length plus [`KEY_OVERHEAD`] (its map entry), and
+//! for every retained version its value plus [`VERSION_OVERHEAD`] (the
+//! version record). It is kept up to date by every write, rollback and
+//! compaction, never recomputed by a walk, and it is the same on every
+//! replica that applied the same requests. `docs/mvcc.md` explains the choice.
 //!
 //! # Values
 //!
@@ -68,7 +86,7 @@ mod write;
 
 pub use error::{Error, GrpcCode};
 pub use revision::Revision;
-pub use state::HashKv;
+pub use state::{HashKv, ImportedVersion};
 pub use txn::{check_delete, check_put, check_range, check_txn};
 
 use crate::proto::etcdserverpb::{
@@ -87,6 +105,44 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// etcd's default limit on the ops (and compares) in one txn branch.
 pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+
+/// Bytes a retained key counts for besides its own length: its entry in the
+/// key map (the key's `Bytes` handle and the history's `Vec` header).
+pub const KEY_OVERHEAD: u64 =
+    (std::mem::size_of::<Bytes>() + std::mem::size_of::<Vec<u8>>()) as u64;
+
+/// Bytes a retained version counts for besides its value: the version record.
+pub const VERSION_OVERHEAD: u64 = std::mem::size_of::<Version>() as u64;
+
+/// What `version` counts for in [`Store::bytes_in_use`].
+fn version_bytes(version: &Version) -> u64 {
+    VERSION_OVERHEAD + version.value.len() as u64
+}
+
+/// What a key's entry, without its versions, counts for.
+fn key_bytes(key: &[u8]) -> u64 {
+    KEY_OVERHEAD + key.len() as u64
+}
+
+/// What a change of a key at exactly the compaction revision needs that
+/// compaction would drop, kept for watchers that start there (see the module
+/// docs): a delete's tombstone, and the live version the change replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Kept {
+    key: Bytes,
+    /// The tombstone of a delete at the compaction revision.
+    tombstone: Option<Version>,
+    /// The live version the change replaced, for `prev_kv`.
+    prev: Option<Version>,
+}
+
+impl Kept {
+    fn bytes(&self) -> u64 {
+        key_bytes(&self.key)
+            + self.tombstone.as_ref().map_or(0, version_bytes)
+            + self.prev.as_ref().map_or(0, version_bytes)
+    }
+}
 
 /// One version of a key: what a read at a revision sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +200,12 @@ fn key_bounds<'a>(key: &'a [u8], range_end: &'a [u8]) -> Option<KeyBounds<'a>> {
     }
 }
 
+/// Whether `key` lies within `bounds`.
+fn in_bounds(bounds: &KeyBounds<'_>, key: &[u8]) -> bool {
+    use std::ops::RangeBounds;
+    RangeBounds::<[u8]>::contains(bounds, key)
+}
+
 /// A response header carrying only a revision; the server fills in the rest.
 fn header(revision: i64) -> Option<ResponseHeader> {
     Some(ResponseHeader {
@@ -163,6 +225,11 @@ pub struct Store {
     compacted: i64,
     /// Limit on ops per txn branch.
     max_txn_ops: usize,
+    /// The size of the retained history (see the module docs), maintained by
+    /// every change.
+    in_use: u64,
+    /// The deletes of the compaction revision (module docs), in key order.
+    kept_deletes: Vec<Kept>,
 }
 
 impl Default for Store {
@@ -179,6 +246,8 @@ impl Store {
             current: 1,
             compacted: 0,
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
+            in_use: 0,
+            kept_deletes: Vec::new(),
         }
     }
 
@@ -203,20 +272,19 @@ impl Store {
         self.keys.len()
     }
 
-    /// Approximate bytes the retained history holds (keys, values and
-    /// per-version bookkeeping): what Status reports as the database size.
-    /// Walks every key, so it is for occasional use.
-    pub fn approx_bytes(&self) -> u64 {
-        self.keys
-            .iter()
-            .map(|(k, h)| {
-                let versions: usize = h
-                    .iter()
-                    .map(|v| v.value.len() + std::mem::size_of::<Version>())
-                    .sum();
-                (k.len() + versions) as u64
-            })
-            .sum()
+    /// The size of the retained history, as the quota counts it (see the
+    /// module docs). Constant time: kept up to date by every change.
+    pub fn bytes_in_use(&self) -> u64 {
+        self.in_use
+    }
+
+    /// [`Store::bytes_in_use`] computed by walking every key: what the
+    /// maintained figure must equal.
+    fn count_bytes(&self) -> u64 {
+        let kept: u64 = self.kept_deletes.iter().map(Kept::bytes).sum();
+        kept + (self.keys.iter())
+            .map(|(k, h)| key_bytes(k) + h.iter().map(version_bytes).sum::<u64>())
+            .sum::<u64>()
     }
 
     /// Reads a range at `req.revision` (or the newest), as etcd's Range does.
@@ -257,25 +325,56 @@ impl Store {
             return Err(Error::FutureRev);
         }
         self.compacted = rev;
-        self.keys.retain(|_, history| {
+        let mut freed: u64 = self.kept_deletes.drain(..).map(|k| k.bytes()).sum();
+        let mut kept = Vec::new();
+        self.keys.retain(|key, history| {
             // Keep the newest version at or before `rev`, unless it is a tombstone.
             let n = history.partition_point(|v| v.rev.main <= rev);
+            if let Some(last) = history[..n].last().filter(|v| v.rev.main == rev) {
+                let prev = (n.checked_sub(2).map(|p| &history[p]))
+                    .filter(|p| !p.is_tombstone())
+                    .cloned();
+                let tombstone = last.is_tombstone().then(|| last.clone());
+                if tombstone.is_some() || prev.is_some() {
+                    kept.push(Kept {
+                        key: key.clone(),
+                        tombstone,
+                        prev,
+                    });
+                }
+            }
             let keep_from = match history[..n].last() {
                 Some(v) if v.is_tombstone() => n,
                 Some(_) if crate::planted::active(crate::planted::Bug::CompactionDropsNewest) => n,
                 Some(_) => n - 1,
                 None => 0,
             };
-            history.drain(..keep_from);
+            freed += history
+                .drain(..keep_from)
+                .map(|v| version_bytes(&v))
+                .sum::<u64>();
+            if history.is_empty() {
+                freed += key_bytes(key);
+            }
             // Give back what an overwritten key no longer needs: memory bounds the data set.
             if history.capacity() > 2 * history.len() {
                 history.shrink_to_fit();
             }
             !history.is_empty()
         });
+        self.in_use -= freed;
+        self.in_use += kept.iter().map(Kept::bytes).sum::<u64>();
+        self.kept_deletes = kept;
         Ok(CompactionResponse {
             header: header(self.current),
         })
+    }
+
+    /// Raises the current revision by `n` without changing any key (etcd's
+    /// `--bump-revision` on restore): revisions handed out after a restore
+    /// are then above any a client saw before it.
+    pub fn bump_revision(&mut self, n: i64) {
+        self.current += n.max(0);
     }
 
     /// Runs `f` in a write transaction at the next revision. Commits if `f`
@@ -391,6 +490,17 @@ impl Store {
 
     /// Asserts the invariants listed in the module docs. For tests and fuzzing.
     pub fn check_invariants(&self) {
+        assert_eq!(
+            self.in_use,
+            self.count_bytes(),
+            "the maintained size matches the history"
+        );
+        assert!(
+            (self.kept_deletes.iter())
+                .all(|k| (k.tombstone.iter())
+                    .all(|t| t.is_tombstone() && t.rev.main == self.compacted)),
+            "kept deletes are tombstones of the compaction revision"
+        );
         assert!(
             self.compacted <= self.current,
             "compacted {} > current {}",
@@ -437,3 +547,14 @@ fn sort_kvs(kvs: &mut [KeyValue], order: SortOrder, target: SortTarget) {
 
 #[cfg(test)]
 mod tests;
+
+impl Store {
+    /// The version the change to `key` at the compaction revision replaced,
+    /// if compaction kept it (module docs).
+    fn kept_prev(&self, key: &[u8]) -> Option<&Version> {
+        let i = (self.kept_deletes)
+            .binary_search_by(|k| k.key[..].cmp(key))
+            .ok()?;
+        self.kept_deletes[i].prev.as_ref()
+    }
+}

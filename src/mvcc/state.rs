@@ -1,10 +1,10 @@
 //! The store's whole state as bytes (for snapshots) and as a hash (for
 //! comparing replicas).
 //!
-//! # Encoding (version 1), little-endian, with `crate::codec`
+//! # Encoding (version 2), little-endian, with `crate::codec`
 //!
 //! ```text
-//! u32 format version (1)
+//! u32 format version (2; 1 is read too: it ends after the keys)
 //! i64 current revision
 //! i64 compaction revision
 //! u64 number of keys, then for each key in ascending key order:
@@ -12,6 +12,12 @@
 //!     u32 number of versions, then for each, oldest first:
 //!         i64 main, i64 sub, i64 create_revision, i64 version, i64 lease
 //!         bytes value
+//! u32 number of keys changed at the compaction revision whose tombstone or
+//! replaced version compaction kept, then for each, in ascending key order:
+//!     bytes key
+//!     u8 flags: 1 = a tombstone follows, 2 = the replaced version follows
+//!     [i64 main, i64 sub]                (the tombstone)
+//!     [i64 main, i64 sub, i64 create_revision, i64 version, i64 lease, bytes value]
 //! ```
 //!
 //! A tombstone is a version with `version == 0`. Decoding checks the
@@ -23,12 +29,12 @@
 //! Decoded keys and values are copied out of the snapshot buffer: sharing it
 //! would keep the whole buffer alive for as long as any one value from it.
 
-use super::{Error, Result, Revision, Store, Version};
-use crate::codec::{put_bytes, put_i64, put_u32, put_u64, DecodeError, Reader};
+use super::{Error, Kept, Result, Revision, Store, Version};
+use crate::codec::{put_bytes, put_i64, put_u32, put_u64, put_u8, DecodeError, Reader};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 
 /// A hash of the store's retained history up to a revision, as etcd's HashKV
 /// reports it. Replicas that applied the same requests agree on it.
@@ -54,15 +60,56 @@ impl Store {
     /// size first: a snapshot of a large store is written once, in place,
     /// never grown by doubling nor copied.
     pub fn encode_into(&self, buf: &mut Vec<u8>) {
-        let size: usize = 28
-            + self
-                .keys
-                .iter()
-                .map(|(k, h)| 8 + k.len() + h.iter().map(|v| 44 + v.value.len()).sum::<usize>())
-                .sum::<usize>();
+        let size = self.encoded_len();
         buf.reserve(size);
         let start = buf.len();
-        let buf = &mut *buf;
+        // Straight into `buf`: never a second copy of the state.
+        self.encode_with(buf, usize::MAX, |_| {});
+        debug_assert_eq!(buf.len() - start, size, "the reserved size is exact");
+    }
+
+    /// The length of what [`Store::encode`] returns, without encoding.
+    pub fn encoded_len(&self) -> usize {
+        let kept: usize = (self.kept_deletes.iter())
+            .map(|k| {
+                5 + k.key.len()
+                    + k.tombstone.as_ref().map_or(0, |_| 16)
+                    + k.prev.as_ref().map_or(0, |p| 44 + p.value.len())
+            })
+            .sum();
+        32 + kept
+            + (self.keys.iter())
+                .map(|(k, h)| 8 + k.len() + h.iter().map(|v| 44 + v.value.len()).sum::<usize>())
+                .sum::<usize>()
+    }
+
+    /// Hands the bytes of [`Store::encode`] to `emit` in pieces of about
+    /// `piece_len` bytes (whole keys; a key larger than that is one piece),
+    /// so a stream of the state never holds all of it.
+    pub fn encode_in_pieces(&self, piece_len: usize, mut emit: impl FnMut(&[u8])) {
+        let mut buf = Vec::with_capacity(piece_len.min(1 << 20));
+        self.encode_with(&mut buf, piece_len, |b| {
+            emit(b);
+            b.clear();
+        });
+        if !buf.is_empty() {
+            emit(&buf);
+        }
+    }
+
+    /// Appends the encoding to `buf`, calling `flush` whenever `buf` holds
+    /// `piece_len` bytes or more after a whole key (`flush` may drain it).
+    fn encode_with(
+        &self,
+        buf: &mut Vec<u8>,
+        piece_len: usize,
+        mut flush: impl FnMut(&mut Vec<u8>),
+    ) {
+        let mut flush = |buf: &mut Vec<u8>| {
+            if buf.len() >= piece_len {
+                flush(buf);
+            }
+        };
         put_u32(buf, FORMAT_VERSION);
         put_i64(buf, self.current);
         put_i64(buf, self.compacted);
@@ -74,20 +121,37 @@ impl Store {
                 u32::try_from(history.len()).expect("fewer than 2^32 versions of a key"),
             );
             for v in history {
-                for n in [v.rev.main, v.rev.sub, v.create, v.version, v.lease] {
-                    put_i64(buf, n);
-                }
-                put_bytes(buf, &v.value);
+                put_version(buf, v);
             }
+            flush(buf);
         }
-        debug_assert_eq!(buf.len() - start, size, "the reserved size is exact");
+        put_u32(
+            buf,
+            u32::try_from(self.kept_deletes.len()).expect("fewer than 2^32 keys"),
+        );
+        for k in &self.kept_deletes {
+            put_bytes(buf, &k.key);
+            put_u8(
+                buf,
+                u8::from(k.tombstone.is_some()) | (u8::from(k.prev.is_some()) << 1),
+            );
+            if let Some(t) = &k.tombstone {
+                put_i64(buf, t.rev.main);
+                put_i64(buf, t.rev.sub);
+            }
+            if let Some(p) = &k.prev {
+                put_version(buf, p);
+            }
+            flush(buf);
+        }
     }
 
     /// Decodes a state written by [`Store::encode`], checking its invariants.
     /// The txn limit is the default; set it again with `with_max_txn_ops`.
     pub fn decode(buf: Bytes) -> Result<Self, DecodeError> {
         let mut r = Reader::new(buf);
-        if r.u32("format version")? != FORMAT_VERSION {
+        let format = r.u32("format version")?;
+        if format != 1 && format != FORMAT_VERSION {
             return Err(r.error("unknown mvcc state format version"));
         }
         let current = r.i64("current revision")?;
@@ -111,13 +175,7 @@ impl Store {
             let mut history: Vec<Version> =
                 Vec::with_capacity((n_versions as usize).min(r.remaining() / 44));
             for _ in 0..n_versions {
-                let v = Version {
-                    rev: Revision::new(r.i64("main revision")?, r.i64("sub revision")?),
-                    create: r.i64("create revision")?,
-                    version: r.i64("version")?,
-                    lease: r.i64("lease")?,
-                    value: Bytes::copy_from_slice(&r.bytes("value")?),
-                };
+                let v = read_version(&mut r)?;
                 let ordered = history.last().is_none_or(|p| p.rev < v.rev);
                 let sane =
                     v.version >= 0 && v.rev.main >= 1 && v.rev.main <= current && v.rev.sub >= 0;
@@ -129,13 +187,71 @@ impl Store {
             prev_key = Some(key.clone());
             keys.insert(key, history);
         }
+        let kept_deletes = if format == 1 {
+            Vec::new()
+        } else {
+            read_kept(&mut r, compacted)?
+        };
         r.finish("trailing bytes after mvcc state")?;
-        Ok(Store {
+        let mut store = Store {
             keys,
             current,
             compacted,
             max_txn_ops: super::DEFAULT_MAX_TXN_OPS,
-        })
+            in_use: 0,
+            kept_deletes,
+        };
+        store.in_use = store.count_bytes();
+        Ok(store)
+    }
+
+    /// Feeds the whole state to `h` (current and compaction revisions, then
+    /// what [`Store::hash_kv`] covers at the current revision), for a hash
+    /// of the whole store without encoding it.
+    pub fn hash_into(&self, h: &mut crc32fast::Hasher) {
+        h.update(&self.current.to_le_bytes());
+        h.update(&self.compacted.to_le_bytes());
+        self.hash_versions(h, self.current);
+        let mut scratch = Vec::new();
+        for k in &self.kept_deletes {
+            put_bytes(&mut scratch, &k.key);
+            if let Some(t) = &k.tombstone {
+                put_i64(&mut scratch, t.rev.sub);
+            }
+            if let Some(p) = &k.prev {
+                put_version(&mut scratch, p);
+            }
+        }
+        h.update(&scratch);
+    }
+
+    /// Rebuilds the histories of up to `max_keys` keys from `from` (the
+    /// first key if `None`) at their exact size: one step of a defragment,
+    /// giving back what compaction and overwrites left as spare capacity.
+    /// Returns the key to go on from, `None` when the last key is done.
+    pub fn shrink_from(&mut self, from: Option<&Bytes>, max_keys: usize) -> Option<Bytes> {
+        use std::ops::Bound;
+        let start = from.map_or(Bound::Unbounded, |k| Bound::Included(k.clone()));
+        let mut range = self.keys.range_mut((start, Bound::Unbounded));
+        for (_, history) in range.by_ref().take(max_keys) {
+            history.shrink_to_fit();
+        }
+        range.next().map(|(k, _)| k.clone())
+    }
+
+    fn hash_versions(&self, h: &mut crc32fast::Hasher, rev: i64) {
+        let mut scratch = Vec::new();
+        for (key, history) in &self.keys {
+            for v in history.iter().take_while(|v| v.rev.main <= rev) {
+                scratch.clear();
+                put_bytes(&mut scratch, key);
+                for n in [v.rev.main, v.rev.sub, v.create, v.version, v.lease] {
+                    put_i64(&mut scratch, n);
+                }
+                put_bytes(&mut scratch, &v.value);
+                h.update(&scratch);
+            }
+        }
     }
 
     /// A CRC32 over every retained version at or below `revision` (0: the
@@ -155,22 +271,148 @@ impl Store {
             return Err(Error::Compacted);
         }
         let mut h = crc32fast::Hasher::new();
-        let mut scratch = Vec::new();
-        for (key, history) in &self.keys {
-            for v in history.iter().take_while(|v| v.rev.main <= rev) {
-                scratch.clear();
-                put_bytes(&mut scratch, key);
-                for n in [v.rev.main, v.rev.sub, v.create, v.version, v.lease] {
-                    put_i64(&mut scratch, n);
-                }
-                put_bytes(&mut scratch, &v.value);
-                h.update(&scratch);
-            }
-        }
+        self.hash_versions(&mut h, rev);
         Ok(HashKv {
             hash: h.finalize(),
             revision: rev,
             compact_revision: self.compacted,
         })
+    }
+}
+
+/// Writes a version's numbers and value.
+fn put_version(buf: &mut Vec<u8>, v: &Version) {
+    for n in [v.rev.main, v.rev.sub, v.create, v.version, v.lease] {
+        put_i64(buf, n);
+    }
+    put_bytes(buf, &v.value);
+}
+
+/// Reads what [`put_version`] wrote.
+fn read_version(r: &mut Reader) -> Result<Version, DecodeError> {
+    Ok(Version {
+        rev: Revision::new(r.i64("main revision")?, r.i64("sub revision")?),
+        create: r.i64("create revision")?,
+        version: r.i64("version")?,
+        lease: r.i64("lease")?,
+        value: Bytes::copy_from_slice(&r.bytes("value")?),
+    })
+}
+
+/// Reads what compaction kept of the changes at the compaction revision,
+/// checking each is in key order, its tombstone of that revision, its
+/// replaced version live and older.
+fn read_kept(r: &mut Reader, compacted: i64) -> Result<Vec<Kept>, DecodeError> {
+    let n = r.u32("kept count")? as usize;
+    let mut out: Vec<Kept> = Vec::with_capacity(n.min(r.remaining() / 5));
+    for _ in 0..n {
+        let key = Bytes::copy_from_slice(&r.bytes("kept key")?);
+        let flags = r.u8("kept flags")?;
+        if flags == 0 || flags > 3 {
+            return Err(r.error("kept flags"));
+        }
+        let tombstone = match flags & 1 {
+            0 => None,
+            _ => Some(Version {
+                rev: Revision::new(r.i64("main revision")?, r.i64("sub revision")?),
+                create: 0,
+                version: 0,
+                lease: 0,
+                value: Bytes::new(),
+            }),
+        };
+        let prev = match flags & 2 {
+            0 => None,
+            _ => Some(read_version(r)?),
+        };
+        let ordered = out.last().is_none_or(|p| p.key < key) && !key.is_empty();
+        let sane = tombstone
+            .as_ref()
+            .is_none_or(|t| t.rev.main == compacted && t.rev.sub >= 0)
+            && (prev.as_ref())
+                .is_none_or(|p| !p.is_tombstone() && p.rev.main < compacted && p.rev.main >= 1);
+        if !ordered || !sane {
+            return Err(r.error("kept version out of order or out of range"));
+        }
+        out.push(Kept {
+            key,
+            tombstone,
+            prev,
+        });
+    }
+    Ok(out)
+}
+
+/// One version of a key from another store (an etcd database), for
+/// [`Store::import`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedVersion {
+    pub key: Bytes,
+    pub main: i64,
+    pub sub: i64,
+    /// A delete: the other fields but the key and revision are ignored.
+    pub tombstone: bool,
+    pub create: i64,
+    pub version: i64,
+    pub lease: i64,
+    pub value: Bytes,
+}
+
+impl Store {
+    /// Builds a store from another store's versions (any order), compacted
+    /// at `compacted`: each key's history in revision order, leading
+    /// tombstones dropped (compaction drops them here), the current
+    /// revision the newest one seen. Checks what [`Store::decode`] checks.
+    pub fn import(
+        versions: impl IntoIterator<Item = ImportedVersion>,
+        compacted: i64,
+    ) -> Result<Self, DecodeError> {
+        let bad = |what| DecodeError { offset: 0, what };
+        let mut keys: BTreeMap<Bytes, Vec<Version>> = BTreeMap::new();
+        let mut current = compacted.max(1);
+        for v in versions {
+            if v.key.is_empty() || v.main < 1 || v.sub < 0 {
+                return Err(bad("imported version out of range"));
+            }
+            let (create, version, lease, value) = match v.tombstone {
+                true => (0, 0, 0, Bytes::new()),
+                false if v.version >= 1 && v.create >= 1 && v.create <= v.main => {
+                    (v.create, v.version, v.lease, v.value)
+                }
+                false => return Err(bad("imported version out of range")),
+            };
+            current = current.max(v.main);
+            keys.entry(v.key).or_default().push(Version {
+                rev: Revision::new(v.main, v.sub),
+                create,
+                version,
+                lease,
+                value,
+            });
+        }
+        keys.retain(|_, history| {
+            history.sort_by_key(|v| v.rev);
+            let live = history
+                .iter()
+                .position(|v| !v.is_tombstone())
+                .unwrap_or(history.len());
+            history.drain(..live);
+            !history.is_empty()
+        });
+        for history in keys.values() {
+            if history.windows(2).any(|w| w[0].rev >= w[1].rev) {
+                return Err(bad("two versions of a key at one revision"));
+            }
+        }
+        let mut store = Store {
+            keys,
+            current,
+            compacted,
+            max_txn_ops: super::DEFAULT_MAX_TXN_OPS,
+            in_use: 0,
+            kept_deletes: Vec::new(),
+        };
+        store.in_use = store.count_bytes();
+        Ok(store)
     }
 }

@@ -586,3 +586,35 @@ fn encode_decode_and_hash() {
     bytes.truncate(bytes.len() - 1);
     assert!(Store::decode(Bytes::from(bytes)).is_err());
 }
+
+#[test]
+fn shrink_from_steps_over_every_key_and_changes_nothing() {
+    let mut s = Store::new();
+    for i in 0..25 {
+        for v in 0..3 {
+            s.put(&PutRequest {
+                key: format!("k{i:02}").into_bytes().into(),
+                value: format!("v{v}").into_bytes().into(),
+                ..Default::default()
+            })
+            .unwrap();
+        }
+    }
+    s.compact(&CompactionRequest {
+        revision: s.current_revision(),
+        ..Default::default()
+    })
+    .unwrap();
+    let before = s.clone();
+    let (mut next, mut steps) = (None, 0);
+    loop {
+        next = s.shrink_from(next.as_ref(), 10);
+        steps += 1;
+        if next.is_none() {
+            break;
+        }
+    }
+    assert_eq!(steps, 3);
+    assert_eq!(s, before);
+    s.check_invariants();
+}

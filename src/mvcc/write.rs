@@ -6,7 +6,7 @@
 //! changed; [`WriteTxn::rollback`] removes every staged version, leaving the
 //! store exactly as it was. Put, DeleteRange and Txn all run through here.
 
-use super::{header, visible, Error, Result, Revision, Store, Version};
+use super::{header, key_bytes, version_bytes, visible, Error, Result, Revision, Store, Version};
 use crate::proto::etcdserverpb::{
     request_op::Request, response_op::Response, DeleteRangeRequest, DeleteRangeResponse,
     PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseOp, TxnRequest, TxnResponse,
@@ -66,9 +66,15 @@ impl<'a> WriteTxn<'a> {
             // A key staged twice (a delete, then a put of it) was cleaned on its first event.
             let key = &event.kv.as_ref().expect("staged events carry a kv").key;
             if let Some(history) = self.store.keys.get_mut(key) {
-                history.retain(|v| v.rev.main != self.main);
+                let main = self.main;
+                let staged: u64 = (history.iter().filter(|v| v.rev.main == main))
+                    .map(version_bytes)
+                    .sum();
+                history.retain(|v| v.rev.main != main);
+                self.store.in_use -= staged;
                 if history.is_empty() {
                     self.store.keys.remove(key);
+                    self.store.in_use -= key_bytes(key);
                 }
             }
         }
@@ -88,10 +94,15 @@ impl<'a> WriteTxn<'a> {
         };
         // Most keys only ever hold one version: don't let Vec's default growth
         // reserve four (288 bytes) for them.
+        self.store.in_use += version_bytes(&version);
+        let in_use = &mut self.store.in_use;
         self.store
             .keys
             .entry(key.clone())
-            .or_insert_with(|| Vec::with_capacity(1))
+            .or_insert_with(|| {
+                *in_use += key_bytes(key);
+                Vec::with_capacity(1)
+            })
             .push(version);
         self.events.push(Event {
             r#type: kind as i32,

@@ -103,5 +103,10 @@ pub fn recovery(rec: storage::Recovered) -> Recovery {
             .as_ref()
             .map(|(_, s)| super::leases_from_data(&s.data))
             .unwrap_or_default(),
+        alarms: rec
+            .snapshot
+            .as_ref()
+            .map(|(_, s)| super::alarms_from_data(&s.data))
+            .unwrap_or_default(),
     }
 }

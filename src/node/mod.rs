@@ -55,11 +55,15 @@
 //!   snapshot's index when one is installed.
 //! - A reply goes out only for a request this node proposed (`proposed`).
 
+mod alarms;
 pub mod convert;
 mod log_store;
 mod logger;
+mod maintenance;
 
+pub use alarms::{alarm_error_string, cost, effective_quota, Alarms, DEFAULT_QUOTA_BYTES};
 pub use log_store::LogStore;
+pub use maintenance::DEFRAG_STEP_KEYS;
 
 use crate::lease::{self, LeaseError, Lessor};
 use crate::mvcc::{self, Store};
@@ -69,8 +73,9 @@ use crate::proto::cairnpb::{
     RaftRequest,
 };
 use crate::proto::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseKeepAliveResponse,
-    LeaseRevokeResponse, PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnResponse,
+    AlarmMember, AlarmResponse, CompactionResponse, DeleteRangeResponse, LeaseGrantResponse,
+    LeaseKeepAliveResponse, LeaseRevokeResponse, PutResponse, RangeRequest, RangeResponse,
+    ResponseHeader, TxnResponse,
 };
 use crate::proto::mvccpb::Event;
 use crate::snap::{decode_sections, encode_sections_with, SectionKind};
@@ -110,6 +115,9 @@ pub struct NodeConfig {
     /// The smallest lease TTL granted, in seconds (etcd: 1.5 election
     /// timeouts, rounded up).
     pub min_lease_ttl: i64,
+    /// `--quota-backend-bytes`: 0 for etcd's default (2 GiB), `u64::MAX`
+    /// for none.
+    pub quota_backend_bytes: u64,
 }
 
 /// The response to a client request.
@@ -124,6 +132,10 @@ pub enum Response {
     LeaseRevoke(LeaseRevokeResponse),
     /// A keep-alive was applied (TTL 0: the lease does not exist).
     LeaseRenew(LeaseKeepAliveResponse),
+    /// An alarm request was applied.
+    Alarm(AlarmResponse),
+    /// This member's defragment is done.
+    Defragmented,
     /// A member's attributes were recorded, or a lease expiry applied.
     Published,
 }
@@ -143,6 +155,12 @@ pub enum NodeError {
     /// The leader changed while a linearizable read waited for its read index.
     #[error("etcdserver: leader changed")]
     LeaderChanged,
+    /// The write does not fit under the quota, or NOSPACE is active.
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    /// CORRUPT is active: the member refuses writes.
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
 }
 
 /// A reply to the request the driver tagged with `id`.
@@ -182,8 +200,12 @@ pub struct NodeStatus {
     pub applied: u64,
     pub revision: i64,
     pub is_leader: bool,
-    /// Approximate bytes of the store.
+    /// The database size the quota counts (see `alarms`).
     pub db_size: u64,
+    /// The bytes the store's retained history holds now.
+    pub db_size_in_use: u64,
+    /// The quota in force, in bytes.
+    pub quota: u64,
 }
 
 /// What recovery hands a node: the state on disk.
@@ -201,6 +223,8 @@ pub struct Recovery {
     pub members: Vec<MemberAttributes>,
     /// Leases as of the snapshot.
     pub leases: Vec<LeaseRecord>,
+    /// Alarms as of the snapshot.
+    pub alarms: Alarms,
 }
 
 /// Linearizable reads waiting on one ReadIndex round.
@@ -251,6 +275,17 @@ pub struct Node {
     /// Bumped whenever the store is replaced by a snapshot: watchers must
     /// then catch up from the new store's history.
     store_generation: u64,
+    /// The active alarms (replicated).
+    alarms: Alarms,
+    /// The quota in force, in bytes.
+    quota_bytes: u64,
+    /// This member's database size (see `alarms`): never below the store's
+    /// bytes in use.
+    db_size: u64,
+    /// When this member last proposed its NOSPACE alarm (ticks).
+    nospace_proposed_at: Option<u64>,
+    /// The defragment under way, if any.
+    defrag: Option<maintenance::Defrag>,
 }
 
 impl std::fmt::Debug for Node {
@@ -307,7 +342,13 @@ impl Node {
         let members = rec.members.into_iter().map(|m| (m.member_id, m)).collect();
         let mut lessor = Lessor::new(cfg.min_lease_ttl, cfg.tick_ms);
         lessor.restore(&rec.leases, rec.store.leased_keys(), 0);
+        let db_size = rec.store.bytes_in_use();
         let mut node = Self {
+            alarms: rec.alarms,
+            quota_bytes: alarms::effective_quota(cfg.quota_backend_bytes),
+            db_size,
+            nospace_proposed_at: None,
+            defrag: None,
             rng: crate::rng::SplitMix64::new(cfg.seed),
             drawn_for: (u64::MAX, StateRole::Follower, 0),
             lessor,
@@ -384,6 +425,16 @@ impl Node {
     /// Proposes a client write. The reply arrives once it is applied, or at
     /// once with [`NodeError::NoLeader`] if raft cannot take it.
     pub fn propose(&mut self, id: u64, request: Request) {
+        // etcd checks the quota before proposing too, and raises the alarm
+        // for a write that would not fit.
+        if !self.fits(alarms::cost(&request)) {
+            self.raise_nospace();
+            self.replies.push(Reply {
+                id,
+                result: Err(NodeError::NoSpace),
+            });
+            return;
+        }
         let data = RaftRequest {
             id,
             request: Some(request),
@@ -558,7 +609,9 @@ impl Node {
             applied: self.applied,
             revision: self.kv.current_revision(),
             is_leader: raft.state == StateRole::Leader,
-            db_size: self.kv.approx_bytes(),
+            db_size: self.db_size,
+            db_size_in_use: self.kv.bytes_in_use(),
+            quota: self.quota_bytes,
         }
     }
 
@@ -686,6 +739,8 @@ impl Node {
         let leases = leases_from_data(&snap.data);
         self.lessor
             .restore(&leases, self.kv.leased_keys(), self.ticks);
+        self.alarms = alarms_from_data(&snap.data);
+        self.db_size = self.db_size.max(self.kv.bytes_in_use());
         self.events.clear();
         self.store_generation += 1;
         self.raw.mut_store().apply_snapshot(snap.clone());
@@ -722,7 +777,7 @@ impl Node {
                     continue;
                 }
             };
-            let result = self.apply_request(entry.index, req.request);
+            let result = self.apply_guarded(entry.index, req.request);
             if self.proposed.remove(&req.id) {
                 self.replies.push(Reply { id: req.id, result });
             }
@@ -797,6 +852,10 @@ impl Node {
                 let events = self.kv.delete_keys(&keys);
                 (Response::Published, events)
             }
+            Some(Request::Alarm(a)) => {
+                // `apply_guarded` answers alarm requests; kept total here.
+                return Ok(Response::Alarm(self.alarms.apply(&a)));
+            }
             None => return Err(mvcc::Error::KeyNotFound.into()),
         };
         if !events.is_empty() {
@@ -813,7 +872,8 @@ impl Node {
             Response::LeaseGrant(r) => &mut r.header,
             Response::LeaseRevoke(r) => &mut r.header,
             Response::LeaseRenew(r) => &mut r.header,
-            Response::Published => return Ok(response),
+            Response::Alarm(r) => &mut r.header,
+            Response::Published | Response::Defragmented => return Ok(response),
         };
         if header.is_none() {
             *header = Some(ResponseHeader {
@@ -838,9 +898,13 @@ impl Node {
     }
 
     fn maybe_snapshot(&mut self) {
-        if self.applied - self.snapshot_index < self.cfg.snapshot_count {
-            return;
+        if self.applied - self.snapshot_index >= self.cfg.snapshot_count {
+            self.snapshot_now();
         }
+    }
+
+    /// Takes a snapshot of the state as of `applied` for the driver to save.
+    fn snapshot_now(&mut self) {
         let members = MemberAttributesList {
             members: self.members(),
         }
@@ -849,6 +913,7 @@ impl Node {
         // let it go first, so the process never holds two.
         self.raw.mut_store().release_snapshot_data();
         let leases = self.lessor.encode();
+        let alarms = self.alarms.encode();
         let kv = &self.kv;
         // The MVCC state (nearly all of it) is written in place, and last, so
         // nothing appended after it makes the buffer grow.
@@ -860,6 +925,10 @@ impl Node {
             (
                 SectionKind::Members,
                 Box::new(|b: &mut Vec<u8>| b.extend_from_slice(&members)),
+            ),
+            (
+                SectionKind::Alarms,
+                Box::new(|b: &mut Vec<u8>| b.extend_from_slice(&alarms)),
             ),
             (
                 SectionKind::Mvcc,
@@ -911,4 +980,14 @@ pub fn leases_from_data(data: &bytes::Bytes) -> Vec<LeaseRecord> {
     section(data, SectionKind::Lease)
         .map(lease::records_from_section)
         .unwrap_or_default()
+}
+
+/// Alarms out of snapshot data; none if the section is absent.
+pub fn alarms_from_data(data: &bytes::Bytes) -> Alarms {
+    Alarms::from_section(section(data, SectionKind::Alarms))
+}
+
+/// The active alarms as etcd's Status lists them in `errors`.
+pub fn alarm_errors(alarms: &[AlarmMember]) -> Vec<String> {
+    alarms.iter().map(alarm_error_string).collect()
 }

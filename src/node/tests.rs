@@ -27,6 +27,7 @@ fn cfg(id: u64, voters: &[u64]) -> NodeConfig {
         max_txn_ops: 128,
         tick_ms: 100,
         min_lease_ttl: 2,
+        quota_backend_bytes: 0,
     }
 }
 
@@ -392,4 +393,72 @@ fn a_txn_checks_the_leases_of_the_branch_it_takes() {
         Some(Err(NodeError::Lease(LeaseError::NotFound)))
     );
     assert_eq!(c.nodes[&1].store().current_revision(), 2);
+}
+
+/// A write that crosses the quota raises NOSPACE through raft: every member
+/// lists the alarm, refuses the next put on any member, and a member that was
+/// cut off learns it from the leader's snapshot (the Alarms section).
+#[test]
+fn nospace_is_raised_through_raft_and_reaches_a_lagging_member_by_snapshot() {
+    use crate::proto::etcdserverpb::AlarmType;
+    let voters = [1, 2, 3];
+    let mut c = Cluster::new(3);
+    for (&id, node) in c.nodes.iter_mut() {
+        let mut small = cfg(id, &voters);
+        small.quota_backend_bytes = 8_000;
+        *node = Node::new(small, Recovery::default()).unwrap();
+    }
+    c.tick(30);
+    let leader = c.leader().unwrap();
+    let lagging = (1..=3).find(|&id| id != leader).unwrap();
+    c.isolated.insert(lagging);
+    let big = "x".repeat(1_000);
+    let mut refused = None;
+    for i in 0..20u64 {
+        c.put(leader, 3000 + i, &format!("k{i}"), &big);
+        if matches!(
+            c.reply(3000 + i),
+            Some(Reply {
+                result: Err(NodeError::NoSpace),
+                ..
+            })
+        ) {
+            refused = Some(i);
+            break;
+        }
+    }
+    assert!(refused.is_some(), "8 kB of 1 kB puts crossed the quota");
+    c.tick(2);
+    for (id, node) in &c.nodes {
+        if *id == lagging {
+            continue;
+        }
+        let alarms = node.alarms();
+        assert!(!alarms.is_empty(), "member {id} lists the alarm");
+        assert!(alarms.iter().all(|a| a.alarm == AlarmType::Nospace as i32));
+    }
+    // Enough entries (deletes still go through) for the leader to snapshot
+    // past the lagging member.
+    for i in 0..45u64 {
+        let req = crate::proto::etcdserverpb::DeleteRangeRequest {
+            key: Bytes::from(format!("k{}", i % 5)),
+            ..Default::default()
+        };
+        c.nodes
+            .get_mut(&leader)
+            .unwrap()
+            .propose(4000 + i, Request::DeleteRange(req));
+        c.settle();
+    }
+    c.isolated.clear();
+    c.tick(20);
+    assert_eq!(c.nodes[&lagging].alarms(), c.nodes[&leader].alarms());
+    c.put(lagging, 5000, "after", "v");
+    assert!(matches!(
+        c.reply(5000),
+        Some(Reply {
+            result: Err(NodeError::NoSpace),
+            ..
+        })
+    ));
 }

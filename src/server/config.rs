@@ -28,7 +28,8 @@ pub struct ServerConfig {
     pub snapshot_count: u64,
     /// Entries kept after a snapshot for slow followers.
     pub snapshot_catchup_entries: u64,
-    /// Backend quota in bytes (reported; not yet enforced).
+    /// `--quota-backend-bytes`: 0 for etcd's default (2 GiB), `u64::MAX`
+    /// for none (a negative flag value).
     pub quota_backend_bytes: u64,
     /// Largest request accepted, in bytes.
     pub max_request_bytes: usize,
@@ -146,6 +147,25 @@ pub struct MemberInfo {
     pub id: u64,
     pub name: String,
     pub peer_urls: Vec<String>,
+}
+
+/// Every member of `initial_cluster` with its ID. As in etcd, a member's ID
+/// depends on its peer URLs and the cluster token, so every member (and
+/// `cairn snapshot restore`) computes the same IDs.
+pub fn members_of(initial_cluster: &BTreeMap<String, Vec<String>>, token: &str) -> Vec<MemberInfo> {
+    initial_cluster
+        .iter()
+        .map(|(name, urls)| {
+            let mut sorted = urls.clone();
+            sorted.sort();
+            let joined = sorted.join(",");
+            MemberInfo {
+                id: fnv1a(&[&joined, token]),
+                name: name.clone(),
+                peer_urls: urls.clone(),
+            }
+        })
+        .collect()
 }
 
 /// A configuration that cannot work.
@@ -303,19 +323,7 @@ impl ServerConfig {
     /// Every member with its ID. As in etcd, a member's ID depends on its peer
     /// URLs and the cluster token, so every member computes the same IDs.
     pub fn members(&self) -> Vec<MemberInfo> {
-        self.initial_cluster
-            .iter()
-            .map(|(name, urls)| {
-                let mut sorted = urls.clone();
-                sorted.sort();
-                let joined = sorted.join(",");
-                MemberInfo {
-                    id: fnv1a(&[&joined, &self.initial_cluster_token]),
-                    name: name.clone(),
-                    peer_urls: urls.clone(),
-                }
-            })
-            .collect()
+        members_of(&self.initial_cluster, &self.initial_cluster_token)
     }
 
     /// This member.

@@ -249,6 +249,7 @@ pub async fn serve_on<D: Disk + 'static>(
         max_txn_ops: cfg.max_txn_ops,
         tick_ms: cfg.heartbeat_interval.as_millis().max(1) as u64,
         min_lease_ttl: cfg.min_lease_ttl(),
+        quota_backend_bytes: cfg.quota_backend_bytes,
     };
     tracing::info!(
         name = %cfg.name, member_id = format_args!("{:x}", me.id), cluster_id = format_args!("{:x}", node_cfg.cluster_id),

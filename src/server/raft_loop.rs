@@ -17,7 +17,7 @@ use crate::node::{Node, NodeError, NodeStatus, Response};
 use crate::planted::{self, Bug};
 use crate::proto::cairnpb::{raft_request::Request, MemberAttributes};
 use crate::proto::etcdserverpb::{
-    LeaseLeasesResponse, LeaseStatus, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    AlarmMember, LeaseLeasesResponse, LeaseStatus, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
     RangeRequest, WatchRequest, WatchResponse,
 };
 use crate::snap::SnapStore;
@@ -42,6 +42,14 @@ pub enum Command {
     Read(RangeRequest, ReplyTx),
     /// This member's raft and store status.
     Status(oneshot::Sender<NodeStatus>),
+    /// This member's status and the active alarms (Maintenance.Status).
+    MaintenanceStatus(oneshot::Sender<(NodeStatus, Vec<AlarmMember>)>),
+    /// Defragment this member's store (answered when it is done).
+    Defragment(ReplyTx),
+    /// A point-in-time copy of the state for a backup (Maintenance.Snapshot).
+    Snapshot(oneshot::Sender<(crate::snap::image::ImageSource, NodeStatus)>),
+    /// The hash of this member's whole state (Maintenance.Hash).
+    Hash(oneshot::Sender<(u32, NodeStatus)>),
     /// The store's hash at a revision.
     HashKv(i64, oneshot::Sender<Result<HashKv, mvcc::Error>>),
     /// Members' published attributes, with this member's status.
@@ -166,6 +174,10 @@ impl<D: Disk> RaftLoop<D> {
                         }
                     }
                 }
+                // A defragment goes on a step at a time between batches.
+                () = std::future::ready(()), if self.node.defragmenting() => {
+                    self.node.defragment_step();
+                }
                 _ = shutdown.changed(), if handing_over.is_none() => {
                     let Some(to) = self.node.transfer_leadership() else { break };
                     tracing::info!(transferee = format_args!("{to:x}"), "leader stopping: transferring leadership");
@@ -214,6 +226,20 @@ impl<D: Disk> RaftLoop<D> {
                     self.node.store().key_count(),
                 );
                 let _ = tx.send(self.node.status());
+            }
+            Command::MaintenanceStatus(tx) => {
+                let _ = tx.send((self.node.status(), self.node.alarms()));
+            }
+            Command::Defragment(tx) => {
+                let id = self.next_id();
+                self.waiting.insert(id, tx);
+                self.node.defragment(id);
+            }
+            Command::Snapshot(tx) => {
+                let _ = tx.send((self.node.image_source(), self.node.status()));
+            }
+            Command::Hash(tx) => {
+                let _ = tx.send((self.node.hash(), self.node.status()));
             }
             Command::HashKv(rev, tx) => {
                 let _ = tx.send(self.node.store().hash_kv(rev));

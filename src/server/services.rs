@@ -13,6 +13,10 @@
 //! also ended with that error once the member has gone without a leader for
 //! three election timeouts (see `crate::watch`).
 
+mod maintenance;
+
+pub use maintenance::{unimplemented, MaintenanceService, VERSION};
+
 use super::config::MemberInfo;
 use super::raft_loop::{Command, ReplyTx, WatchStreamOut};
 use crate::lease::{LeaseError, MAX_TTL};
@@ -20,13 +24,14 @@ use crate::mvcc::{self, check_delete, check_put, check_range, check_txn, GrpcCod
 use crate::node::{NodeError, Response};
 use crate::proto::cairnpb::{raft_request::Request, LeaseRenew, RaftRequest};
 use crate::proto::etcdserverpb::{
-    cluster_server::Cluster, kv_server::Kv, lease_server::Lease, maintenance_server::Maintenance,
-    watch_server::Watch, CompactionRequest, CompactionResponse, DeleteRangeRequest,
-    DeleteRangeResponse, HashKvRequest, HashKvResponse, LeaseGrantRequest, LeaseGrantResponse,
-    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse,
-    LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
-    Member, MemberListRequest, MemberListResponse, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, ResponseHeader, StatusRequest, StatusResponse, TxnRequest, TxnResponse,
+    cluster_server::Cluster, kv_server::Kv, lease_server::Lease, watch_server::Watch,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, Member, MemberAddRequest, MemberAddResponse,
+    MemberListRequest, MemberListResponse, MemberPromoteRequest, MemberPromoteResponse,
+    MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
     WatchRequest, WatchResponse,
 };
 use crate::proto::health::{
@@ -45,9 +50,6 @@ use tonic::{Code, Status};
 /// How long a client request may wait for the cluster: etcd's 5 s request
 /// timeout plus two election timeouts.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
-
-/// The version cairn reports in Status: the etcd API level it implements.
-pub const VERSION: &str = "3.4.0";
 
 /// What every service shares.
 #[derive(Clone)]
@@ -83,6 +85,8 @@ fn node_status(e: NodeError) -> Status {
         NodeError::Mvcc(e) => mvcc_status(e),
         NodeError::Lease(e) => lease_status(e),
         NodeError::NoLeader | NodeError::LeaderChanged => Status::unavailable(e.to_string()),
+        NodeError::NoSpace => Status::resource_exhausted(e.to_string()),
+        NodeError::Corrupt => Status::data_loss(e.to_string()),
     }
 }
 
@@ -240,59 +244,8 @@ impl Kv for KvService {
     }
 }
 
-/// etcd's Maintenance service: Status and HashKV.
-pub struct MaintenanceService(pub Handle);
-
-#[tonic::async_trait]
-impl Maintenance for MaintenanceService {
-    async fn status(
-        &self,
-        req: tonic::Request<StatusRequest>,
-    ) -> Result<tonic::Response<StatusResponse>, Status> {
-        self.0.check_leader(req.metadata()).await?;
-        let (tx, rx) = oneshot::channel();
-        self.0
-            .commands
-            .send(Command::Status(tx))
-            .await
-            .map_err(|_| stopping())?;
-        let s = rx.await.map_err(|_| stopping())?;
-        Ok(tonic::Response::new(StatusResponse {
-            header: self.0.header(s.revision, s.term),
-            version: VERSION.to_string(),
-            leader: s.leader,
-            db_size: s.db_size as i64,
-            db_size_in_use: s.db_size as i64,
-            raft_index: s.commit,
-            raft_term: s.term,
-            raft_applied_index: s.applied,
-            ..Default::default()
-        }))
-    }
-
-    async fn hash_kv(
-        &self,
-        req: tonic::Request<HashKvRequest>,
-    ) -> Result<tonic::Response<HashKvResponse>, Status> {
-        self.0.check_leader(req.metadata()).await?;
-        let (tx, rx) = oneshot::channel();
-        let rev = req.into_inner().revision;
-        self.0
-            .commands
-            .send(Command::HashKv(rev, tx))
-            .await
-            .map_err(|_| stopping())?;
-        let h = rx.await.map_err(|_| stopping())?.map_err(mvcc_status)?;
-        Ok(tonic::Response::new(HashKvResponse {
-            header: self.0.header(h.revision, 0),
-            hash: h.hash,
-            compact_revision: h.compact_revision,
-            hash_revision: h.revision,
-        }))
-    }
-}
-
-/// etcd's Cluster service: MemberList (membership is static).
+/// etcd's Cluster service: MemberList (membership is static; the other
+/// methods answer UNIMPLEMENTED naming themselves).
 pub struct ClusterService(pub Handle);
 
 #[tonic::async_trait]
@@ -329,6 +282,34 @@ impl Cluster for ClusterService {
             header: self.0.header(status.revision, status.term),
             members,
         }))
+    }
+
+    async fn member_add(
+        &self,
+        _req: tonic::Request<MemberAddRequest>,
+    ) -> Result<tonic::Response<MemberAddResponse>, Status> {
+        Err(unimplemented("Cluster.MemberAdd"))
+    }
+
+    async fn member_remove(
+        &self,
+        _req: tonic::Request<MemberRemoveRequest>,
+    ) -> Result<tonic::Response<MemberRemoveResponse>, Status> {
+        Err(unimplemented("Cluster.MemberRemove"))
+    }
+
+    async fn member_update(
+        &self,
+        _req: tonic::Request<MemberUpdateRequest>,
+    ) -> Result<tonic::Response<MemberUpdateResponse>, Status> {
+        Err(unimplemented("Cluster.MemberUpdate"))
+    }
+
+    async fn member_promote(
+        &self,
+        _req: tonic::Request<MemberPromoteRequest>,
+    ) -> Result<tonic::Response<MemberPromoteResponse>, Status> {
+        Err(unimplemented("Cluster.MemberPromote"))
     }
 }
 

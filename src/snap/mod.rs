@@ -88,6 +88,7 @@
 //! [`Disk`]: crate::disk::Disk
 
 mod file;
+pub mod image;
 mod sections;
 mod store;
 

@@ -12,7 +12,7 @@
 //! ```text
 //! u32 section count
 //! repeated count times:
-//!     u16 kind        (SectionKind: 1 = Mvcc, 2 = Lease, 3 = Members)
+//!     u16 kind        (SectionKind: 1 = Mvcc, 2 = Lease, 3 = Members, 4 = Alarms)
 //!     u64 length      (bytes that follow)
 //!     length bytes    (the section's own encoding)
 //! ```
@@ -44,6 +44,8 @@ pub enum SectionKind {
     Lease = 2,
     /// Members' published attributes (names, client URLs).
     Members = 3,
+    /// The active alarms (NOSPACE, CORRUPT), as `cairnpb.AlarmList`.
+    Alarms = 4,
 }
 
 impl SectionKind {
@@ -53,6 +55,7 @@ impl SectionKind {
             1 => Some(SectionKind::Mvcc),
             2 => Some(SectionKind::Lease),
             3 => Some(SectionKind::Members),
+            4 => Some(SectionKind::Alarms),
             _ => None,
         }
     }

@@ -22,9 +22,11 @@
 //! a batch at a time while its queue has room, until it reaches the current
 //! revision and is synced again. Memory per watcher is bounded either way.
 //!
-//! A watcher whose `next_rev` is at or below the compaction revision can
-//! never be given its events (a delete at the compaction revision itself is
-//! gone): it gets a response with `compact_revision` and is canceled.
+//! A watcher whose `next_rev` is below the compaction revision can never be
+//! given its events: it gets a response with `compact_revision` and is
+//! canceled. One at the compaction revision is served, as etcd serves it,
+//! and misses nothing: the store keeps that revision's deletes for it
+//! (`crate::mvcc`, "Compaction"), which etcd loses.
 //!
 //! # Guarantees, and why they hold
 //!
@@ -416,7 +418,7 @@ impl WatchHub {
                 if w.synced || w.queued_events >= max {
                     continue;
                 }
-                if w.next_rev <= compacted {
+                if w.next_rev < compacted {
                     gone.push(*id);
                     continue;
                 }

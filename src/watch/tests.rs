@@ -174,18 +174,77 @@ fn compacted_start_revisions_cancel_the_watcher() {
             ..Default::default()
         })
         .unwrap();
+    hub.request(1, create("k", "", 3), &store);
     hub.request(1, create("k", "", 4), &store);
-    hub.request(1, create("k", "", 5), &store);
     hub.catch_up(&store);
     let got = drain(&mut hub, 1);
     let canceled: Vec<_> = got.iter().filter(|r| r.canceled).collect();
     assert_eq!(canceled.len(), 1);
     assert_eq!(canceled[0].watch_id, 0);
     assert_eq!(canceled[0].compact_revision, 4);
+    // At the compaction revision itself: accepted, from that revision on.
     assert_eq!(
         events(&got),
-        [(1, 5, "k".to_string()), (1, 6, "k".to_string())]
+        [
+            (1, 4, "k".to_string()),
+            (1, 5, "k".to_string()),
+            (1, 6, "k".to_string())
+        ]
     );
+}
+
+#[test]
+fn a_watch_at_the_compaction_revision_gets_its_deletes() {
+    let (mut store, mut hub) = (Store::new(), WatchHub::default());
+    hub.open(1);
+    put(&mut store, &mut hub, "a", "1"); // 2
+    put(&mut store, &mut hub, "b", "1"); // 3
+    let (_, _) = store
+        .delete_range(&DeleteRangeRequest {
+            key: Bytes::from_static(b"a"),
+            range_end: Bytes::from_static(b"c"),
+            ..Default::default()
+        })
+        .unwrap(); // 4: deletes a and b
+    put(&mut store, &mut hub, "c", "1"); // 5
+    store
+        .compact(&CompactionRequest {
+            revision: 4,
+            ..Default::default()
+        })
+        .unwrap();
+    store.check_invariants();
+    // The kept deletes survive a snapshot round trip.
+    let store = Store::decode(store.encode().into()).unwrap();
+    hub.request(1, create("a", "z", 4), &store);
+    hub.catch_up(&store);
+    let got = drain(&mut hub, 1);
+    assert_eq!(
+        events(&got),
+        [
+            (0, 4, "a".to_string()),
+            (0, 4, "b".to_string()),
+            (0, 5, "c".to_string())
+        ]
+    );
+    let deletes: Vec<_> = got.iter().flat_map(|r| &r.events).take(2).collect();
+    assert!(deletes.iter().all(|e| e.r#type == 1));
+    // prev_kv of a delete at the compaction revision is kept too.
+    assert_eq!(
+        deletes[0].prev_kv.as_ref().unwrap().value,
+        Bytes::from_static(b"1")
+    );
+    // The next compaction lets them go.
+    let mut store = store;
+    store
+        .compact(&CompactionRequest {
+            revision: 5,
+            ..Default::default()
+        })
+        .unwrap();
+    store.check_invariants();
+    let (evs, _) = store.events_from(b"a", b"z", 5, 100);
+    assert_eq!(evs.len(), 1);
 }
 
 #[test]

@@ -306,6 +306,12 @@ impl Node {
         self.child.is_some()
     }
 
+    /// The value of `--<flag>=...` this node is started with.
+    pub fn flag(&self, flag: &str) -> Option<String> {
+        let prefix = format!("--{flag}=");
+        (self.args.iter()).find_map(|a| a.strip_prefix(&prefix).map(str::to_string))
+    }
+
     fn spawn(&mut self, state: &str) {
         assert!(self.child.is_none(), "{} is already running", self.name);
         self.starts += 1;
