@@ -8,8 +8,8 @@
 //!   etcd 3.4.23 without progress requests: see etcd-io/etcd#15220.)
 //! - Three independent single-member clusters given as one cluster's
 //!   endpoints: each has its own revision counter and its own data, so the
-//!   history cannot be linearizable: exit code 1, linearizability failed,
-//!   with a failing sub-history.
+//!   history cannot be linearizable: exit code 1, linearizability and
+//!   durability failed, with a failing sub-history.
 //! - `--local` with pauses and serializable reads: a member resumed after
 //!   SIGSTOP answers serializable reads from its stale state, which the
 //!   linearizability checker must report.
@@ -104,6 +104,13 @@ fn three_single_member_clusters_are_not_one_cluster() {
     assert_eq!(report["passed"], false, "{report:#}");
     assert_eq!(
         checker(&report, "linearizability")["passed"],
+        false,
+        "{report:#}"
+    );
+    // Each endpoint ends with its own values: the others' acknowledged
+    // writes are lost as far as its final reads can tell.
+    assert_eq!(
+        checker(&report, "durability")["passed"],
         false,
         "{report:#}"
     );

@@ -11,6 +11,7 @@
 //! - [`multi`]: multi-key txns and ranges at a revision, against the
 //!   watchers' event log.
 //! - [`shrink`]: a violation shrunk to a small failing sub-history.
+//! - [`durability`]: the final reads against the acknowledged writes.
 //!
 //! [`check`] answers one question: could a store with etcd v3's semantics
 //! (one linearizable key space, one revision counter) have produced these
@@ -68,6 +69,7 @@
 //! ops, 16 clients, 30% unknown) was about 12,000. [`Config::max_states_per_key`]
 //! bounds it.
 
+pub mod durability;
 pub mod history;
 pub mod lease;
 mod linearize;

@@ -9,10 +9,14 @@
 //! - **linearizability** of the single-key operations (put, get, delete,
 //!   compare-and-swap) and the revision checks across keys;
 //! - **watch**: etcd's watch guarantees, per watcher;
+//! - **lease**: the lease rules (TTL, nothing outlives its lease, one
+//!   revision per expiry, never early);
+//! - **multi-key**: two-key txns and ranges at a revision against the
+//!   watchers' event log;
 //! - **durability**: after the run every key is read linearizably through
-//!   every endpoint and the reads join the history, so a lost acknowledged
-//!   write fails linearizability; the verdict says whether all reads were made
-//!   and whether the violation, if any, involves one of them;
+//!   every endpoint; each read must be explained by a write no acknowledged
+//!   write followed (`cairn::check::durability`), and the reads join the
+//!   history for the linearizability check too;
 //! - **replicas**: every endpoint's `HashKV` at one revision agrees;
 //! - **responses**: watch responses that contradict themselves.
 //!

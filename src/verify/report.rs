@@ -4,6 +4,7 @@
 //! object, `--html` writes the failing sub-history as a timeline.
 
 use super::Recorder;
+use cairn::check::durability::check_final_reads;
 use cairn::check::history::{Extra, History, Op};
 use cairn::check::lease::check_leases;
 use cairn::check::multi::check_multi;
@@ -88,8 +89,7 @@ impl Outcome {
         let multi_ops = extra.multi.len();
         let mut verdicts = Vec::new();
         let mut failing = None;
-        let lin = check::check(&history);
-        let durability_read_failed = match &lin {
+        match &check::check(&history) {
             Ok(stats) => {
                 verdicts.push(Verdict {
                     checker: "linearizability",
@@ -99,7 +99,6 @@ impl Outcome {
                         stats.ops, stats.keys, stats.unknown, stats.failed, stats.states
                     ),
                 });
-                false
             }
             Err(v) => {
                 // Each trial costs about one check of the key: bound the
@@ -111,17 +110,33 @@ impl Outcome {
                     .max(1);
                 let trials = (100_000 / key_ops).clamp(8, 200);
                 let shrunk = shrink::shrink(&history, v, trials);
+                // The search stops at the first key that fails: check each
+                // key alone too, to name every failing one.
+                let per_key = failing_keys(&history);
+                let names: Vec<&str> = per_key.iter().map(|(k, _)| k.as_str()).collect();
                 verdicts.push(Verdict {
                     checker: "linearizability",
                     passed: false,
-                    summary: format!("{}: {}", v.check, v.message),
+                    summary: format!(
+                        "{}: {}; keys failing by themselves: {} of {}",
+                        v.check,
+                        v.message,
+                        if names.is_empty() {
+                            "none (only across keys)".to_owned()
+                        } else {
+                            names.join(", ")
+                        },
+                        history
+                            .iter()
+                            .map(|o| o.call.key())
+                            .collect::<std::collections::BTreeSet<_>>()
+                            .len()
+                    ),
                 });
-                let involves_final = v.window.iter().any(|w| w.op.client >= 1_000_000);
                 failing = Some(shrunk);
-                involves_final
             }
-        };
-        verdicts.push(durability(&info, lin.is_ok(), durability_read_failed));
+        }
+        verdicts.push(durability(&info, &history));
         verdicts.push(match check_watches(&history, &extra) {
             Ok(s) => Verdict {
                 checker: "watch",
@@ -439,32 +454,45 @@ pub(crate) fn json_str(s: &str) -> String {
     o
 }
 
-fn durability(info: &RunInfo, lin_ok: bool, final_read_failed: bool) -> Verdict {
+/// Each key's ops checked alone: the keys that fail, with their violations.
+fn failing_keys(history: &History) -> Vec<(String, check::Violation)> {
+    let mut by_key: std::collections::BTreeMap<&str, History> = std::collections::BTreeMap::new();
+    for op in history {
+        by_key.entry(op.call.key()).or_default().push(op.clone());
+    }
+    by_key
+        .into_iter()
+        .filter_map(|(key, ops)| {
+            let v = check::check(&ops).err().filter(|v| !v.is_inconclusive())?;
+            Some((key.to_owned(), v))
+        })
+        .collect()
+}
+
+fn durability(info: &RunInfo, history: &History) -> Verdict {
     let read = format!(
         "{} of {} final reads (every key through every endpoint) answered",
         info.durability_reads, info.durability_expected
     );
-    if final_read_failed {
-        Verdict {
+    match check_final_reads(history, |o| o.client >= 1_000_000) {
+        Err(lost) => Verdict {
             checker: "durability",
             passed: false,
-            summary: format!("{read}; one of them is in the linearizability violation: a write was lost or changed"),
-        }
-    } else if info.durability_reads < info.durability_expected {
-        Verdict {
+            summary: format!(
+                "{read}; {} keys lost an acknowledged write; first: {}",
+                lost.len(),
+                lost[0].message
+            ),
+        },
+        Ok(_) if info.durability_reads < info.durability_expected => Verdict {
             checker: "durability",
             passed: false,
             summary: format!("{read}: not every acknowledged write could be checked"),
-        }
-    } else {
-        Verdict {
+        },
+        Ok(_) => Verdict {
             checker: "durability",
             passed: true,
-            summary: if lin_ok {
-                format!("{read}; every acknowledged write present or overwritten")
-            } else {
-                format!("{read}; none of them is in the violation")
-            },
-        }
+            summary: format!("{read}; every acknowledged write present or overwritten"),
+        },
     }
 }
