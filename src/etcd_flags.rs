@@ -130,7 +130,11 @@ pub const FLAGS: &[Flag] = &[
         false,
         "it applies only to --auto-tls, which cairn does not implement yet",
     ),
-    refuse("experimental-peer-skip-client-san-verification", true, TLS),
+    warn(
+        "experimental-peer-skip-client-san-verification",
+        true,
+        "cairn does not check a connecting peer's certificate names against its address yet (it verifies the chain only), so there is nothing to skip",
+    ),
     warn("cors", false, HTTP),
     warn("host-whitelist", false, HTTP),
     // Auth.
