@@ -118,18 +118,11 @@ pub const FLAGS: &[Flag] = &[
     refuse("client-key-file", false, TLS),
     refuse("client-crl-file", false, TLS),
     refuse("client-cert-allowed-hostname", false, TLS),
-    refuse("auto-tls", true, TLS),
     refuse("peer-client-cert-file", false, TLS),
     refuse("peer-client-key-file", false, TLS),
     refuse("peer-cert-allowed-cn", false, TLS),
     refuse("peer-cert-allowed-hostname", false, TLS),
-    refuse("peer-auto-tls", true, TLS),
     refuse("peer-crl-file", false, TLS),
-    warn(
-        "self-signed-cert-validity",
-        false,
-        "it applies only to --auto-tls, which cairn does not implement yet",
-    ),
     warn(
         "experimental-peer-skip-client-san-verification",
         true,

@@ -243,6 +243,17 @@ struct ServeArgs {
     /// Highest TLS version: TLS1.2 or TLS1.3 [default: TLS1.3].
     #[arg(long, env = "ETCD_TLS_MAX_VERSION", default_value = "")]
     tls_max_version: String,
+    /// Client port TLS with a generated self-signed certificate (in <data-dir>/fixtures/client), for tests.
+    #[arg(long, env = "ETCD_AUTO_TLS", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false", value_parser = clap::value_parser!(bool))]
+    auto_tls: bool,
+    /// Peer TLS with a generated self-signed certificate (peers are not authenticated), for tests.
+    #[arg(long, env = "ETCD_PEER_AUTO_TLS", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false", value_parser = clap::value_parser!(bool))]
+    peer_auto_tls: bool,
+    /// Validity of the --auto-tls / --peer-auto-tls certificates, in years.
+    #[arg(long, env = "ETCD_SELF_SIGNED_CERT_VALIDITY", default_value_t = 1)]
+    self_signed_cert_validity: u32,
     /// UNSAFE: skip fsync. Acknowledged writes can be lost on power loss; for tests only.
     #[arg(long, env = "ETCD_UNSAFE_NO_FSYNC", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", default_value = "false", value_parser = clap::value_parser!(bool))]
@@ -274,12 +285,14 @@ impl ServeArgs {
                 .join(","),
         };
         validate_raft_timing(self.heartbeat_interval, self.election_timeout)?;
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.cairn", self.name)));
         Ok(ServerConfig {
             name: self.name.clone(),
-            data_dir: self
-                .data_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(format!("{}.cairn", self.name))),
+            tls: self.tls_config(&data_dir)?,
+            data_dir,
             listen_client: urls(&self.listen_client_urls)?,
             advertise_client_urls: split_list(&self.advertise_client_urls),
             listen_peer: urls(&self.listen_peer_urls)?,
@@ -308,7 +321,6 @@ impl ServeArgs {
                 max_snapshots: self.max_snapshots,
                 unsafe_no_fsync: self.unsafe_no_fsync,
             },
-            tls: self.tls_config()?,
             grpc: GrpcOptions::from_flags(
                 self.grpc_keepalive_interval,
                 self.grpc_keepalive_timeout,
@@ -329,7 +341,7 @@ impl ServeArgs {
     /// certificate and key; files given for a port without https:// URLs
     /// are ignored with etcd's warning.
     #[cfg_attr(madsim, allow(dead_code))]
-    fn tls_config(&self) -> Result<TlsConfig, ConfigError> {
+    fn tls_config(&self, data_dir: &Path) -> Result<TlsConfig, ConfigError> {
         let settings = TlsSettings {
             cipher_suites: split_list(&self.cipher_suites),
             min_version: parse_tls_version(&self.tls_min_version)?,
@@ -344,6 +356,11 @@ impl ServeArgs {
             self.client_cert_auth,
             ("--cert-file", "--key-file"),
             &split_list(&self.listen_client_urls),
+            self.auto_tls.then(|| AutoTls {
+                dir: data_dir.join("fixtures").join("client"),
+                hosts: url_hosts(&self.listen_client_urls),
+                years: self.self_signed_cert_validity,
+            }),
         )?;
         let mut peer_urls = split_list(&self.listen_peer_urls);
         peer_urls.extend(split_list(&self.initial_advertise_peer_urls));
@@ -361,6 +378,11 @@ impl ServeArgs {
             self.peer_client_cert_auth,
             ("--peer-cert-file", "--peer-key-file"),
             &peer_urls,
+            self.peer_auto_tls.then(|| AutoTls {
+                dir: data_dir.join("fixtures").join("peer"),
+                hosts: url_hosts(&self.listen_peer_urls),
+                years: self.self_signed_cert_validity,
+            }),
         )?;
         let https = |urls: &str| -> Result<Vec<_>, ConfigError> {
             split_list(urls)
@@ -388,6 +410,7 @@ fn port_files(
     client_cert_auth: bool,
     (cert_flag, key_flag): (&str, &str),
     urls: &[String],
+    auto: Option<AutoTls>,
 ) -> Result<Option<TlsFiles>, ConfigError> {
     let Some(url) = urls.iter().find(|u| is_https(u)) else {
         if cert.is_some() || key.is_some() {
@@ -398,17 +421,63 @@ fn port_files(
         }
         return Ok(None);
     };
+    if let (Some(auto), None, None) = (&auto, cert, key) {
+        return auto.files().map(Some);
+    }
+    if auto.is_some() {
+        tracing::warn!("ignoring {port} auto TLS since certs given");
+    }
     match (cert, key) {
         (Some(cert), Some(key)) => Ok(Some(TlsFiles {
             cert_file: cert.clone(),
             key_file: key.clone(),
             trusted_ca_file: ca.clone(),
             client_cert_auth: client_cert_auth || ca.is_some(),
+            self_signed: false,
         })),
         _ => Err(ConfigError(format!(
             "TLS key/cert ({cert_flag}, {key_flag}) must be provided for {port} url {url} with HTTPS scheme"
         ))),
     }
+}
+
+/// `--auto-tls` or `--peer-auto-tls`: where the generated files go, the
+/// hosts they are for, and for how long.
+#[cfg_attr(madsim, allow(dead_code))]
+struct AutoTls {
+    dir: PathBuf,
+    hosts: Vec<String>,
+    years: u32,
+}
+
+impl AutoTls {
+    #[cfg(not(madsim))]
+    fn files(&self) -> Result<TlsFiles, ConfigError> {
+        cairn::server::tls::self_signed(&self.dir, &self.hosts, self.years)
+    }
+
+    #[cfg(madsim)]
+    fn files(&self) -> Result<TlsFiles, ConfigError> {
+        Err(ConfigError("no TLS in the simulation".into()))
+    }
+}
+
+/// The hosts of a comma-separated URL list, without ports (for a
+/// certificate's names).
+fn url_hosts(urls: &str) -> Vec<String> {
+    split_list(urls)
+        .iter()
+        .filter_map(|u| {
+            let rest = u.split_once("://").map_or(u.as_str(), |(_, r)| r);
+            let hostport = rest.split('/').next()?;
+            let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
+            Some(
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+            )
+        })
+        .collect()
 }
 
 /// The etcd API level cairn reports (Maintenance.Status `version`).

@@ -28,6 +28,7 @@ fn pki(dir: &Path, client_cert_auth: bool, peer: bool) -> (TestCa, ClusterTls) {
         client: ca.issue("client", "root"),
         client_cert_auth,
         peer,
+        files: true,
     };
     (ca, tls)
 }
@@ -291,5 +292,44 @@ fn http_requests_are_served_over_tls() {
             );
             assert!(response.contains(want), "[{server:?}] {path}: {response}");
         }
+    }
+}
+
+/// `--auto-tls` and `--peer-auto-tls`: a 3-member cluster with generated
+/// self-signed certificates on both ports serves etcdctl, which has to skip
+/// verification (nothing signed them); the certificate is kept in the data
+/// dir and reused after a restart.
+#[test]
+fn auto_tls_serves_with_generated_certificates() {
+    for server in Server::reference_and_cairn() {
+        let dir = tempfile::tempdir().unwrap();
+        // Only the URL schemes come from `ClusterTls`; the files are unused.
+        let (_ca, mut tls) = pki(dir.path(), false, true);
+        tls.client_cert_auth = false;
+        let mut c =
+            Cluster::start_tls_with(server, 3, &tls, false, &["--auto-tls", "--peer-auto-tls"]);
+        c.ctl(0, &["put", "k", "auto"]).ok();
+        let got = c.ctl(2, &["get", "k", "--print-value-only"]);
+        assert_eq!(got.ok().trim(), "auto", "[{server:?}]");
+        let certs: Vec<_> = support::cluster::files_under(&c.data_dir(0))
+            .into_iter()
+            .filter(|p| {
+                p.ends_with("fixtures/client/cert.pem") || p.ends_with("fixtures/peer/cert.pem")
+            })
+            .collect();
+        assert_eq!(certs.len(), 2, "[{server:?}] {certs:?}");
+        let before = std::fs::read(&certs[0]).unwrap();
+        c.terminate(0);
+        c.restart(0);
+        assert_eq!(
+            std::fs::read(&certs[0]).unwrap(),
+            before,
+            "[{server:?}] reused"
+        );
+        let out = ctl_with(&c.endpoint(0), &[], &["get", "k"]);
+        assert!(
+            !out.success(),
+            "[{server:?}] a verifying client refuses a self-signed certificate"
+        );
     }
 }

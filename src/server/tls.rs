@@ -230,20 +230,28 @@ pub fn server_config(
 }
 
 /// A client configuration for a member dialing its peers: it presents
-/// `files`' certificate and checks the peer's against `files`' CA.
+/// `files`' certificate and checks the peer's against `files`' CA (or,
+/// for `--peer-auto-tls`'s self-signed files, not at all, as etcd).
 pub fn client_config(
     files: &TlsFiles,
     settings: &TlsSettings,
 ) -> Result<rustls::ClientConfig, ConfigError> {
-    let ca = files.trusted_ca_file.as_ref().ok_or_else(|| {
-        ConfigError(
-            "an https:// peer URL needs --peer-trusted-ca-file to check peers against".into(),
-        )
-    })?;
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(settings.provider()?))
+    let provider = Arc::new(settings.provider()?);
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&settings.versions())
-        .map_err(|e| ConfigError(format!("TLS versions: {e}")))?
-        .with_root_certificates(load_roots(ca)?)
+        .map_err(|e| ConfigError(format!("TLS versions: {e}")))?;
+    let builder = match &files.trusted_ca_file {
+        Some(ca) => builder.with_root_certificates(load_roots(ca)?),
+        None if files.self_signed => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(SkipVerify(provider))),
+        None => {
+            return Err(ConfigError(
+                "an https:// peer URL needs --peer-trusted-ca-file to check peers against".into(),
+            ))
+        }
+    };
+    let mut config = builder
         .with_client_auth_cert(load_certs(&files.cert_file)?, load_key(&files.key_file)?)
         .map_err(|e| {
             file_error(
@@ -254,6 +262,114 @@ pub fn client_config(
         })?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
+}
+
+/// `--peer-auto-tls`'s verifier: accepts any certificate (there is no CA to
+/// check a self-signed one against), but still checks that the peer holds
+/// the certificate's key. Encryption without authentication, as etcd's
+/// self-signed mode: for tests, not for production.
+#[derive(Debug)]
+struct SkipVerify(Arc<CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for SkipVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &pki_types::CertificateDer<'_>,
+        _intermediates: &[pki_types::CertificateDer<'_>],
+        _server_name: &pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// etcd's `--auto-tls` / `--peer-auto-tls`: the certificate and key in
+/// `dir` (`cert.pem`, `key.pem`), generated on first use, self-signed, valid
+/// for `hosts` (the listen URLs' hosts) for `validity_years` years, and
+/// reused on later starts as etcd reuses them. The key file is 0600.
+pub fn self_signed(
+    dir: &Path,
+    hosts: &[String],
+    validity_years: u32,
+) -> Result<TlsFiles, ConfigError> {
+    let files = TlsFiles {
+        cert_file: dir.join("cert.pem"),
+        key_file: dir.join("key.pem"),
+        trusted_ca_file: None,
+        client_cert_auth: false,
+        self_signed: true,
+    };
+    if files.cert_file.exists() && files.key_file.exists() {
+        return Ok(files);
+    }
+    if validity_years == 0 {
+        return Err(ConfigError(
+            "selfSignedCertValidity is invalid,it should be greater than 0".into(),
+        ));
+    }
+    let err = |e: &dyn std::fmt::Display| {
+        ConfigError(format!(
+            "cannot generate a certificate in {}: {e}",
+            dir.display()
+        ))
+    };
+    let mut params = rcgen::CertificateParams::new(hosts.to_vec()).map_err(|e| err(&e))?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "cairn");
+    params.not_before = time::OffsetDateTime::now_utc();
+    let not_after = params.not_before + time::Duration::days(365 * i64::from(validity_years));
+    params.not_after = not_after;
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let key = rcgen::KeyPair::generate().map_err(|e| err(&e))?;
+    let cert = params.self_signed(&key).map_err(|e| err(&e))?;
+    std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
+    let mut key_out = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&files.key_file)
+            .map_err(|e| err(&e))?
+    };
+    io::Write::write_all(&mut key_out, key.serialize_pem().as_bytes()).map_err(|e| err(&e))?;
+    std::fs::write(&files.cert_file, cert.pem()).map_err(|e| err(&e))?;
+    tracing::warn!(
+        cert_file = %files.cert_file.display(),
+        %not_after,
+        "generated a self-signed certificate (--auto-tls/--peer-auto-tls: encryption without authentication, for tests)"
+    );
+    Ok(files)
 }
 
 /// What identifies a file's content cheaply: modification time and length.

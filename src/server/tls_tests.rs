@@ -44,6 +44,7 @@ fn files_in(dir: &Path, prefix: &str, ca: &Ca, cn: &str) -> TlsFiles {
         key_file: dir.join(format!("{prefix}.key")),
         trusted_ca_file: Some(dir.join(format!("{prefix}-ca.crt"))),
         client_cert_auth: true,
+        self_signed: false,
     };
     std::fs::write(&files.cert_file, cert).unwrap();
     std::fs::write(&files.key_file, key).unwrap();
@@ -169,6 +170,7 @@ async fn changed_files_are_used_for_new_handshakes_and_open_sessions_go_on() {
         key_file: bob.join("c.key"),
         trusted_ca_file: Some(bob.join("ca.crt")),
         client_cert_auth: true,
+        self_signed: false,
     };
     std::fs::write(&bob_files.cert_file, client_cert).unwrap();
     std::fs::write(&bob_files.key_file, client_key).unwrap();

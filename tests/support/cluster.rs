@@ -441,7 +441,23 @@ impl Cluster {
     /// Starts `n` nodes of `server` serving clients (and, with
     /// `tls.peer`, each other) over TLS.
     pub fn start_tls(server: Server, n: usize, tls: &ClusterTls, extra: &[&str]) -> Cluster {
-        Cluster::start_with(server, n, extra, false, &[], Some(tls))
+        Cluster::start_tls_with(server, n, tls, true, extra)
+    }
+
+    /// [`Cluster::start_tls`], passing `tls`'s certificate flags to the
+    /// servers only if `files` (without, the `extra` flags say where the
+    /// certificates come from, e.g. `--auto-tls`); etcdctl then skips
+    /// verification.
+    pub fn start_tls_with(
+        server: Server,
+        n: usize,
+        tls: &ClusterTls,
+        files: bool,
+        extra: &[&str],
+    ) -> Cluster {
+        let mut tls = tls.clone();
+        tls.files = files;
+        Cluster::start_with(server, n, extra, false, &[], Some(&tls))
     }
 
     fn start_with(
@@ -490,7 +506,7 @@ impl Cluster {
                 format!("--initial-cluster={initial_cluster}"),
                 format!("--initial-cluster-token={token}"),
             ];
-            if let Some(tls) = tls {
+            if let Some(tls) = tls.filter(|t| t.files) {
                 args.extend(tls.server_flags());
             }
             args.extend(extra.iter().map(|s| s.to_string()));
@@ -674,6 +690,8 @@ pub struct ClusterTls {
     pub client: Issued,
     pub client_cert_auth: bool,
     pub peer: bool,
+    /// Pass the certificate files to the servers (see `start_tls_with`).
+    pub files: bool,
 }
 
 impl ClusterTls {
@@ -700,7 +718,13 @@ impl ClusterTls {
 
     /// etcdctl's flags: trust the CA, present the client certificate.
     pub fn etcdctl_flags(&self) -> Vec<String> {
-        self.client.etcdctl_flags(&self.ca_file)
+        match self.files {
+            true => self.client.etcdctl_flags(&self.ca_file),
+            false => vec![
+                "--insecure-transport=false".into(),
+                "--insecure-skip-tls-verify".into(),
+            ],
+        }
     }
 }
 
