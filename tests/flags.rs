@@ -163,7 +163,6 @@ fn bad_raft_timing_is_refused_with_etcds_messages() {
 #[test]
 fn cairn_refuses_flags_it_would_ignore_unsafely() {
     for flag in [
-        "--auto-tls",
         "--client-crl-file=/nonexistent.pem",
         "--peer-cert-allowed-cn=member",
         "--force-new-cluster",
