@@ -417,13 +417,24 @@ fn the_gateway_can_be_turned_off() {
     });
 }
 
-/// Both servers answer HTTP/1.1 and nothing else on a connection that does
-/// not start with the HTTP/2 preface; an HTTP/1.1 request line that starts
-/// like the preface (`PRI`) is still HTTP/1.1.
+/// Both servers answer HTTP/1.1 on a connection that does not start with
+/// the HTTP/2 preface, even one whose first byte is the preface's (`POST`
+/// and `PRI` share the `P`), and answer pipelined requests in order.
 #[test]
 fn http1_is_told_from_http2_per_connection() {
     on_each_server(|c| {
         let mut h = conn(c);
+        // Sent a byte at a time, so the server sees `P` alone first.
+        let post = b"POST /v3/kv/range HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}";
+        for b in post {
+            h.send_raw(&[*b]);
+        }
+        assert_eq!(
+            h.read_reply().status,
+            400,
+            "[{:?}] key is not provided",
+            c.server
+        );
         h.send_raw(
             b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n",
         );

@@ -127,7 +127,7 @@ async fn serve_clients(
 async fn serve_clients(
     addr: std::net::SocketAddr,
     router: tonic::transport::server::Router,
-    _api: (),
+    _api: NoHttp,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     router
@@ -347,7 +347,12 @@ fn http_api(cfg: &ServerConfig, handle: &Handle) -> Arc<http::HttpApi> {
 
 /// Under the simulator there is no HTTP side.
 #[cfg(madsim)]
-fn http_api(_cfg: &ServerConfig, _handle: &Handle) {}
+struct NoHttp;
+
+#[cfg(madsim)]
+fn http_api(_cfg: &ServerConfig, _handle: &Handle) -> NoHttp {
+    NoHttp
+}
 
 /// How long a stopping member waits for client requests in flight (and for
 /// clients to close their connections) before it closes them itself: long
