@@ -401,6 +401,58 @@ fn health_is_false_without_a_leader() {
     }
 }
 
+/// A watch asking for a leader (`Grpc-Metadata-hasleader: true`, forwarded
+/// as gRPC metadata) on a member without one: the stream's error, as
+/// grpc-gateway writes it when it comes before any message.
+#[test]
+fn a_stream_error_is_grpc_gateways() {
+    let runs = Mutex::new(Vec::new());
+    for server in Server::reference_and_cairn() {
+        let mut c = Cluster::start(server, 2, &[]);
+        c.kill(1);
+        let mut h = conn(&c);
+        // Until the member itself says it has no leader.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let range = json!({"key": b64("w")}).to_string();
+        loop {
+            h.send_with(
+                "POST",
+                "/v3/kv/range",
+                &["Grpc-Metadata-hasleader: true"],
+                range.as_bytes(),
+            );
+            if h.read_reply().status == 503 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "[{server:?}] still a leader"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let create = json!({"create_request": {"key": b64("w")}}).to_string();
+        h.send_with(
+            "POST",
+            "/v3/watch",
+            &["Grpc-Metadata-hasleader: true"],
+            create.as_bytes(),
+        );
+        let (status, _) = h.read_head();
+        let chunk = h.read_chunk().expect("the error chunk");
+        // The error chunk, unlike a result, has no newline after it.
+        let text = String::from_utf8(chunk).unwrap();
+        assert!(
+            h.read_chunk().is_none(),
+            "[{server:?}] the error ends the stream"
+        );
+        runs.lock().unwrap().push((server, (status, text)));
+    }
+    let runs = runs.into_inner().unwrap();
+    if let [(_, etcd), (_, cairn)] = &runs[..] {
+        assert_eq!(etcd, cairn, "etcd (left), cairn (right)");
+    }
+}
+
 /// `--enable-grpc-gateway=false` takes `/v3/` away and leaves the probes.
 #[test]
 fn the_gateway_can_be_turned_off() {

@@ -79,6 +79,19 @@ impl Conn {
         self.send_raw(&bytes);
     }
 
+    /// Sends a request with extra header lines (`Name: value`).
+    pub fn send_with(&mut self, method: &str, path: &str, headers: &[&str], body: &[u8]) {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
+        for h in headers {
+            req.push_str(h);
+            req.push_str("\r\n");
+        }
+        req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(body);
+        self.send_raw(&bytes);
+    }
+
     /// Sends a request and reads the whole response.
     pub fn request(&mut self, method: &str, path: &str, body: &[u8]) -> Reply {
         self.send(method, path, body);
