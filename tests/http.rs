@@ -238,6 +238,54 @@ fn watch_streams_one_chunk_per_response() {
     });
 }
 
+/// A watch request body sent in chunks is read as it arrives: a second
+/// watcher and a cancel sent after the first responses take effect while
+/// the request is still open.
+#[test]
+fn watch_requests_are_read_as_they_arrive() {
+    same_on_each_server(&[], |c| {
+        let mut h = conn(c);
+        // etcd's server streams a chunked request body to its gateway only
+        // once it has answered `Expect: 100-continue` (curl sends it).
+        h.send_raw(b"POST /v3/watch HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n");
+        let chunk = |h: &mut Conn, msg: Value| {
+            let body = msg.to_string();
+            h.send_raw(format!("{:x}\r\n{body}\r\n", body.len()).as_bytes());
+        };
+        let mut out = Vec::new();
+        let next = |h: &mut Conn, what: &str, out: &mut Vec<(String, (u16, Value))>| {
+            let mut v: Value = serde_json::from_slice(&h.read_chunk().expect("a chunk")).unwrap();
+            normalise(&mut v);
+            out.push((what.to_string(), (200, v)));
+        };
+        chunk(
+            &mut h,
+            json!({"create_request": {"key": b64("a"), "watch_id": 5}}),
+        );
+        let (status, _) = h.read_head();
+        out.push(("status".into(), (status, Value::Null)));
+        next(&mut h, "created 5", &mut out);
+        chunk(
+            &mut h,
+            json!({"create_request": {"key": b64("b"), "watch_id": 6}}),
+        );
+        next(&mut h, "created 6", &mut out);
+        chunk(&mut h, json!({"cancel_request": {"watch_id": 5}}));
+        next(&mut h, "canceled 5", &mut out);
+        let mut w = conn(c);
+        w.post(
+            "/v3/kv/put",
+            &json!({"key": b64("a"), "value": b64("1")}).to_string(),
+        );
+        w.post(
+            "/v3/kv/put",
+            &json!({"key": b64("b"), "value": b64("2")}).to_string(),
+        );
+        next(&mut h, "event on b only", &mut out);
+        out
+    });
+}
+
 /// An HTTP client and a gRPC client on the same port see each other's
 /// writes; gRPC connections made after HTTP ones still work.
 #[tokio::test(flavor = "multi_thread")]

@@ -107,8 +107,18 @@ impl Conn {
         self.request("GET", path, b"")
     }
 
-    /// Reads a response's status line and headers.
+    /// Reads a response's status line and headers, skipping interim (1xx)
+    /// responses such as `100 Continue`.
     pub fn read_head(&mut self) -> (u16, Vec<(String, String)>) {
+        loop {
+            let head = self.read_one_head();
+            if !(100..200).contains(&head.0) {
+                return head;
+            }
+        }
+    }
+
+    fn read_one_head(&mut self) -> (u16, Vec<(String, String)>) {
         let line = self.line();
         let status = line
             .split(' ')
