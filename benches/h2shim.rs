@@ -117,7 +117,7 @@ mod imp {
             tokio::spawn(router().serve_with_incoming(
                 tonic::transport::server::TcpIncoming::from(plain).with_nodelay(Some(true)),
             ));
-            tokio::spawn(cairn::server::client_port::serve(
+            tokio::spawn(cairn::server::h2shim::serve(
                 shimmed,
                 router(),
                 None,

@@ -13,9 +13,8 @@
 //!
 //! # The shim
 //!
-//! Each client TCP connection that opens with the HTTP/2 preface (the
-//! listener is `super::client_port`'s) is relayed to tonic's server over an
-//! in-process [`tokio::io::duplex`] pipe by [`relay`]. Bytes from tonic go back to the
+//! Each accepted client TCP connection is relayed to tonic's server over an
+//! in-process [`tokio::io::duplex`] pipe. Bytes from tonic go back to the
 //! client unchanged. Bytes from the client pass through a [`Rewriter`], a
 //! sans-IO parser of the client's half of an HTTP/2 connection:
 //!
@@ -49,6 +48,17 @@
 //! which tonic keeps), END_HEADERS on the last. END_STREAM is kept; padding and
 //! PRIORITY information are dropped (h2 ignores priority).
 //!
+//! # HTTP/1.1 on the same port
+//!
+//! Each accepted connection is first read until its bytes are the whole
+//! HTTP/2 preface or can no longer be (an HTTP/1.1 request line differs from
+//! `PRI * HTTP/2.0` by its second byte at the latest), as etcd's `cmux` tells
+//! gRPC from HTTP/1.1 per connection. An HTTP/2 connection goes to tonic
+//! through the rewriter below, the bytes already read first. Any other goes
+//! to the HTTP/1.1 server (`super::http`) with those bytes put back in front
+//! ([`Prefixed`]); it never meets tonic. A connection that sends nothing for
+//! `http::HEADER_READ_TIMEOUT` is closed before it is classified.
+//!
 //! # Dynamic tables
 //!
 //! Both tables are 4096 bytes, the HTTP/2 default for SETTINGS_HEADER_TABLE_SIZE.
@@ -68,16 +78,33 @@
 //! returns a [`ShimError`] and the driver drops both ends of the connection.
 //! Frames are otherwise bounded by their 24-bit length field (16 MiB).
 //!
+//! # Shutdown
+//!
+//! [`serve`] stops accepting when its shutdown future resolves and closes the
+//! listening socket; tonic then drains its connections gracefully (requests in
+//! flight finish) and closes the pipes, which ends each relay.
+//!
 //! The module is not compiled under `--cfg madsim`: the simulator has no real
 //! sockets, and serves plain tonic.
 
+use futures::Stream;
 use loona_hpack::decoder::DecoderError;
 use loona_hpack::{Decoder, Encoder};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::ReadBuf;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use super::http::{self, HttpApi};
 
 /// The client connection preface (RFC 9113 §3.4).
-pub(super) const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Bytes in an HTTP/2 frame head: length (24 bits), type, flags, stream id.
 const FRAME_HEAD_BYTES: usize = 9;
 /// Largest payload of a frame the shim writes: HTTP/2's default
@@ -92,9 +119,13 @@ pub const MAX_HEADER_LIST_BYTES: usize = 1 << 20;
 /// keeps.
 const HEADER_TABLE_BYTES: usize = 4096;
 /// Bytes buffered in each direction of the in-process pipe to tonic.
-pub(super) const PIPE_BYTES: usize = 64 * 1024;
+const PIPE_BYTES: usize = 64 * 1024;
 /// Bytes read from a client socket at a time.
 const READ_BYTES: usize = 64 * 1024;
+/// Accepted connections waiting for tonic to pick them up.
+const ACCEPT_QUEUE: usize = 64;
+/// Pause after a failed accept (out of file descriptors, say) before retrying.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 const HEADERS: u8 = 0x1;
 const CONTINUATION: u8 = 0x9;
@@ -509,9 +540,110 @@ pub fn strip_scheme(value: &[u8]) -> &[u8] {
     }
 }
 
+/// Accepts client connections on `listener` and serves them: HTTP/2 ones
+/// with `router` through the shim, HTTP/1.1 ones with `http` (or, without
+/// it, with `router` too, which answers them as tonic does), until `shutdown`
+/// resolves and tonic has drained every connection.
+pub async fn serve(
+    listener: TcpListener,
+    router: tonic::transport::server::Router<super::ClientLayers>,
+    http: Option<Arc<HttpApi>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let (conn_tx, conn_rx) = mpsc::channel::<DuplexStream>(ACCEPT_QUEUE);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    let served = router.serve_with_incoming_shutdown(incoming(conn_rx), shutdown);
+    tokio::pin!(served);
+    let accepting = accept_loop(listener, conn_tx, http, stop_rx);
+    tokio::select! {
+        res = &mut served => return res,
+        () = accepting => {}
+    }
+    // tonic stopped taking connections (shutdown): the listener is closed; let
+    // tonic finish draining.
+    served.await
+}
+
+/// The pipe ends tonic serves, as the stream of connections it expects.
+fn incoming(
+    mut conn_rx: mpsc::Receiver<DuplexStream>,
+) -> impl Stream<Item = Result<DuplexStream, Infallible>> {
+    futures::stream::poll_fn(move |cx| conn_rx.poll_recv(cx).map(|c| c.map(Ok)))
+}
+
+/// Accepts connections and starts a task for each that tells HTTP/2 from
+/// HTTP/1.1, until tonic stops taking them.
+async fn accept_loop(
+    listener: TcpListener,
+    conn_tx: mpsc::Sender<DuplexStream>,
+    http: Option<Arc<HttpApi>>,
+    stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = conn_tx.closed() => return,
+            a = listener.accept() => a,
+        };
+        let tcp = match accepted {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a client connection");
+                tokio::time::sleep(ACCEPT_RETRY).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(dispatch(tcp, conn_tx.clone(), http.clone(), stop.clone()));
+    }
+}
+
+/// Reads the first bytes of a connection and hands it on: to tonic through
+/// the shim if they are the HTTP/2 preface, to the HTTP/1.1 server if they
+/// cannot be. A client that sends nothing for [`http::HEADER_READ_TIMEOUT`]
+/// is dropped.
+async fn dispatch(
+    mut tcp: TcpStream,
+    conn_tx: mpsc::Sender<DuplexStream>,
+    http: Option<Arc<HttpApi>>,
+    stop: watch::Receiver<bool>,
+) {
+    let first = match tokio::time::timeout(http::HEADER_READ_TIMEOUT, sniff(&mut tcp)).await {
+        Ok(Ok(first)) => first,
+        _ => return,
+    };
+    if let (false, Some(api)) = (first.starts_with(PREFACE), http) {
+        http::serve_connection(api, http::Port::Client, Prefixed::new(first, tcp), stop).await;
+        return;
+    }
+    let (server_end, shim_end) = tokio::io::duplex(PIPE_BYTES);
+    if conn_tx.send(server_end).await.is_ok() {
+        relay(tcp, first, shim_end).await;
+    }
+}
+
+/// Reads until the bytes read are the whole HTTP/2 preface or stop being a
+/// prefix of it (an HTTP/1.1 request differs by its second byte at most), or
+/// the client closes.
+async fn sniff(tcp: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut first = Vec::with_capacity(PREFACE.len());
+    let mut buf = [0u8; PREFACE.len()];
+    while first.len() < PREFACE.len() && PREFACE.starts_with(&first) {
+        let n = tcp.read(&mut buf[..PREFACE.len() - first.len()]).await?;
+        if n == 0 {
+            break;
+        }
+        first.extend_from_slice(&buf[..n]);
+    }
+    Ok(first)
+}
+
 /// Relays one connection until either side is done with it. `first` is what
-/// the client port already read from the client (the preface, or part of it).
-pub(super) async fn relay(tcp: TcpStream, first: Vec<u8>, pipe: DuplexStream) {
+/// [`sniff`] already read from the client.
+async fn relay(tcp: TcpStream, first: Vec<u8>, pipe: DuplexStream) {
     let (tcp_rd, tcp_wr) = tcp.into_split();
     let (pipe_rd, pipe_wr) = tokio::io::split(pipe);
     let up = client_to_server(first, tcp_rd, pipe_wr);
@@ -568,6 +700,76 @@ async fn server_to_client(
 ) -> std::io::Result<()> {
     tokio::io::copy(&mut from, &mut to).await?;
     to.shutdown().await
+}
+
+/// A client connection whose first bytes were read by [`sniff`]: they are
+/// read again before the socket's.
+pub struct Prefixed<S> {
+    first: Vec<u8>,
+    /// Bytes of `first` already read again.
+    at: usize,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    pub fn new(first: Vec<u8>, inner: S) -> Prefixed<S> {
+        Prefixed {
+            first,
+            at: 0,
+            inner,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.at < this.first.len() {
+            let n = (this.first.len() - this.at).min(buf.remaining());
+            buf.put_slice(&this.first[this.at..this.at + n]);
+            this.at += n;
+            if this.at == this.first.len() {
+                this.first = Vec::new();
+                this.at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }
 
 #[cfg(test)]

@@ -3,11 +3,9 @@
 //! [`serve`] recovers a member from its data directory, starts the event
 //! loop ([`raft_loop`]) that owns the node and its storage, the peer
 //! transport ([`peer`]) and the client gRPC services ([`services`]), and runs
-//! until shutdown is signalled or storage fails. On real sockets each client
-//! connection is told apart by `client_port`: HTTP/2 (gRPC) reaches tonic
-//! through `h2shim`, which rewrites the `:authority` that etcdctl's
-//! per-endpoint dials send and h2 refuses; HTTP/1.1 goes to `http` (the JSON
-//! gateway, probes, `/metrics`). Under `--cfg madsim` the same
+//! until shutdown is signalled or storage fails. On real sockets, client
+//! connections reach tonic through `h2shim`, which rewrites the `:authority`
+//! that etcdctl's per-endpoint dials send and h2 refuses. Under `--cfg madsim` the same
 //! code runs on madsim's simulated runtime and network; [`serve_on`] takes
 //! the disks so the simulator can hand in `MemDisk`s that outlive a crash.
 //!
@@ -20,8 +18,6 @@
 // Driver code: it reads the clock to seed request IDs and election timeouts.
 #![allow(clippy::disallowed_methods)]
 
-#[cfg(not(madsim))]
-pub mod client_port;
 pub mod compactor;
 pub mod config;
 #[cfg(not(madsim))]
@@ -108,9 +104,8 @@ fn splitmix(seed: u64) -> u64 {
 }
 
 /// Serves the client services on `addr` until `shutdown` resolves. On real
-/// sockets the connections pass through [`client_port`]: gRPC through
-/// [`h2shim`], which repairs the `:authority` header etcdctl's per-endpoint
-/// dials send, and HTTP/1.1 to [`http`].
+/// sockets the connections pass through [`h2shim`], which repairs the
+/// `:authority` header etcdctl's per-endpoint dials send.
 #[cfg(not(madsim))]
 async fn serve_clients(
     addr: std::net::SocketAddr,
@@ -121,7 +116,7 @@ async fn serve_clients(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
-    client_port::serve(listener, router, Some(api), shutdown)
+    h2shim::serve(listener, router, Some(api), shutdown)
         .await
         .map_err(|source| ServeError::Listen { addr, source })
 }
