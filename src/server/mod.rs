@@ -127,7 +127,7 @@ async fn serve_clients(
 async fn serve_clients(
     addr: std::net::SocketAddr,
     router: tonic::transport::server::Router,
-    _api: NoHttp,
+    _api: (),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     router
@@ -258,6 +258,8 @@ pub async fn serve_on<D: Disk + 'static>(
     let max_msg = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
     for addr in cfg.listen_client.iter().copied() {
         let h = handle.clone();
+        // The simulation has no HTTP side: `()` there.
+        #[cfg_attr(madsim, allow(clippy::let_unit_value))]
         let http_api = http_api(&cfg, &h);
         let mut stop = stop_rx.clone();
         let failed = failed_tx.clone();
@@ -347,12 +349,7 @@ fn http_api(cfg: &ServerConfig, handle: &Handle) -> Arc<http::HttpApi> {
 
 /// Under the simulator there is no HTTP side.
 #[cfg(madsim)]
-struct NoHttp;
-
-#[cfg(madsim)]
-fn http_api(_cfg: &ServerConfig, _handle: &Handle) -> NoHttp {
-    NoHttp
-}
+fn http_api(_cfg: &ServerConfig, _handle: &Handle) {}
 
 /// How long a stopping member waits for client requests in flight (and for
 /// clients to close their connections) before it closes them itself: long
