@@ -16,6 +16,10 @@
 //!   answers a status command ([`observe_loop`]).
 //! - WAL fsyncs (`etcd_disk_wal_fsync_duration_seconds`): timed around the
 //!   loop's one `Wal::sync` call ([`time_wal_fsync`]).
+//! - Peer traffic (`etcd_network_peer_{sent,received}_bytes_total`, by `To`
+//!   and `From` member ID in hex): the encoded raft messages the peer
+//!   transport hands to a peer's stream and receives from one
+//!   ([`peer_sent`], [`peer_received`]), gRPC framing not counted.
 //! - Requests (`grpc_server_started_total`, `grpc_server_handled_total`,
 //!   `etcd_mvcc_{put,range,txn}_total`, `etcd_server_proposals_pending` and
 //!   `_failed_total`): counted per RPC by the client server's layer and the
@@ -128,6 +132,10 @@ pub struct Metrics {
     ranges: IntCounter,
     txns: IntCounter,
     wal_fsync: Histogram,
+    peer_sent: IntCounterVec,
+    peer_received: IntCounterVec,
+    /// Each peer's two byte counters, resolved once per peer.
+    peers: std::sync::Mutex<std::collections::BTreeMap<u64, (IntCounter, IntCounter)>>,
     /// `grpc_server_started_total`, by method index.
     started: Vec<IntCounter>,
     /// `grpc_server_handled_total`, by method index, then code.
@@ -190,6 +198,21 @@ impl Metrics {
         r.register(Box::new(wal_fsync.clone()))
             .expect("registered once");
         let (started, handled) = grpc_counters(&r);
+        let peer_counter = |name: &str, help: &str, label: &str| {
+            let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("a valid counter");
+            r.register(Box::new(c.clone())).expect("registered once");
+            c
+        };
+        let peer_sent = peer_counter(
+            "etcd_network_peer_sent_bytes_total",
+            "The total number of bytes sent to peers.",
+            "To",
+        );
+        let peer_received = peer_counter(
+            "etcd_network_peer_received_bytes_total",
+            "The total number of bytes received from peers.",
+            "From",
+        );
         #[cfg(target_os = "linux")]
         let _ = r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -273,6 +296,9 @@ impl Metrics {
                 "Total number of txns seen by this member.",
             ),
             wal_fsync,
+            peer_sent,
+            peer_received,
+            peers: Default::default(),
             started,
             handled,
             registry: r,
@@ -378,6 +404,31 @@ pub fn time_wal_fsync<T>(sync: impl FnOnce() -> T) -> T {
     let out = sync();
     get().wal_fsync.observe(start.elapsed().as_secs_f64());
     out
+}
+
+/// Runs `f` on the byte counters of peer `id` (`To`, `From`), made on first
+/// use: an uncontended lock and a map lookup per raft message.
+fn with_peer(id: u64, f: impl FnOnce(&(IntCounter, IntCounter))) {
+    let m = get();
+    let mut peers = m.peers.lock().unwrap_or_else(|e| e.into_inner());
+    let counters = peers.entry(id).or_insert_with(|| {
+        let hex = format!("{id:x}");
+        (
+            m.peer_sent.with_label_values(&[&hex]),
+            m.peer_received.with_label_values(&[&hex]),
+        )
+    });
+    f(counters);
+}
+
+/// `bytes` of raft messages handed to the stream to peer `to`.
+pub fn peer_sent(to: u64, bytes: usize) {
+    with_peer(to, |c| c.0.inc_by(bytes as u64));
+}
+
+/// `bytes` of a raft message received from peer `from`.
+pub fn peer_received(from: u64, bytes: usize) {
+    with_peer(from, |c| c.1.inc_by(bytes as u64));
 }
 
 /// Counts the start of a call of [`METHODS`]`[method]` and returns the

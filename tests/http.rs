@@ -238,6 +238,54 @@ fn watch_streams_one_chunk_per_response() {
     });
 }
 
+/// A watch request body sent in chunks is read as it arrives: a second
+/// watcher and a cancel sent after the first responses take effect while
+/// the request is still open.
+#[test]
+fn watch_requests_are_read_as_they_arrive() {
+    same_on_each_server(&[], |c| {
+        let mut h = conn(c);
+        // etcd's server streams a chunked request body to its gateway only
+        // once it has answered `Expect: 100-continue` (curl sends it).
+        h.send_raw(b"POST /v3/watch HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n");
+        let chunk = |h: &mut Conn, msg: Value| {
+            let body = msg.to_string();
+            h.send_raw(format!("{:x}\r\n{body}\r\n", body.len()).as_bytes());
+        };
+        let mut out = Vec::new();
+        let next = |h: &mut Conn, what: &str, out: &mut Vec<(String, (u16, Value))>| {
+            let mut v: Value = serde_json::from_slice(&h.read_chunk().expect("a chunk")).unwrap();
+            normalise(&mut v);
+            out.push((what.to_string(), (200, v)));
+        };
+        chunk(
+            &mut h,
+            json!({"create_request": {"key": b64("a"), "watch_id": 5}}),
+        );
+        let (status, _) = h.read_head();
+        out.push(("status".into(), (status, Value::Null)));
+        next(&mut h, "created 5", &mut out);
+        chunk(
+            &mut h,
+            json!({"create_request": {"key": b64("b"), "watch_id": 6}}),
+        );
+        next(&mut h, "created 6", &mut out);
+        chunk(&mut h, json!({"cancel_request": {"watch_id": 5}}));
+        next(&mut h, "canceled 5", &mut out);
+        let mut w = conn(c);
+        w.post(
+            "/v3/kv/put",
+            &json!({"key": b64("a"), "value": b64("1")}).to_string(),
+        );
+        w.post(
+            "/v3/kv/put",
+            &json!({"key": b64("b"), "value": b64("2")}).to_string(),
+        );
+        next(&mut h, "event on b only", &mut out);
+        out
+    });
+}
+
 /// An HTTP client and a gRPC client on the same port see each other's
 /// writes; gRPC connections made after HTTP ones still work.
 #[tokio::test(flavor = "multi_thread")]
@@ -401,6 +449,58 @@ fn health_is_false_without_a_leader() {
     }
 }
 
+/// A watch asking for a leader (`Grpc-Metadata-hasleader: true`, forwarded
+/// as gRPC metadata) on a member without one: the stream's error, as
+/// grpc-gateway writes it when it comes before any message.
+#[test]
+fn a_stream_error_is_grpc_gateways() {
+    let runs = Mutex::new(Vec::new());
+    for server in Server::reference_and_cairn() {
+        let mut c = Cluster::start(server, 2, &[]);
+        c.kill(1);
+        let mut h = conn(&c);
+        // Until the member itself says it has no leader.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let range = json!({"key": b64("w")}).to_string();
+        loop {
+            h.send_with(
+                "POST",
+                "/v3/kv/range",
+                &["Grpc-Metadata-hasleader: true"],
+                range.as_bytes(),
+            );
+            if h.read_reply().status == 503 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "[{server:?}] still a leader"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let create = json!({"create_request": {"key": b64("w")}}).to_string();
+        h.send_with(
+            "POST",
+            "/v3/watch",
+            &["Grpc-Metadata-hasleader: true"],
+            create.as_bytes(),
+        );
+        let (status, _) = h.read_head();
+        let chunk = h.read_chunk().expect("the error chunk");
+        // The error chunk, unlike a result, has no newline after it.
+        let text = String::from_utf8(chunk).unwrap();
+        assert!(
+            h.read_chunk().is_none(),
+            "[{server:?}] the error ends the stream"
+        );
+        runs.lock().unwrap().push((server, (status, text)));
+    }
+    let runs = runs.into_inner().unwrap();
+    if let [(_, etcd), (_, cairn)] = &runs[..] {
+        assert_eq!(etcd, cairn, "etcd (left), cairn (right)");
+    }
+}
+
 /// `--enable-grpc-gateway=false` takes `/v3/` away and leaves the probes.
 #[test]
 fn the_gateway_can_be_turned_off() {
@@ -417,13 +517,24 @@ fn the_gateway_can_be_turned_off() {
     });
 }
 
-/// Both servers answer HTTP/1.1 and nothing else on a connection that does
-/// not start with the HTTP/2 preface; an HTTP/1.1 request line that starts
-/// like the preface (`PRI`) is still HTTP/1.1.
+/// Both servers answer HTTP/1.1 on a connection that does not start with
+/// the HTTP/2 preface, even one whose first byte is the preface's (`POST`
+/// and `PRI` share the `P`), and answer pipelined requests in order.
 #[test]
 fn http1_is_told_from_http2_per_connection() {
     on_each_server(|c| {
         let mut h = conn(c);
+        // Sent a byte at a time, so the server sees `P` alone first.
+        let post = b"POST /v3/kv/range HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}";
+        for b in post {
+            h.send_raw(&[*b]);
+        }
+        assert_eq!(
+            h.read_reply().status,
+            400,
+            "[{:?}] key is not provided",
+            c.server
+        );
         h.send_raw(
             b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n",
         );

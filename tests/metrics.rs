@@ -165,6 +165,51 @@ async fn a_scrape_has_etcds_metrics() {
     }
 }
 
+/// Raft traffic between two members shows in both directions, labelled by
+/// the peer's member ID in hex, with etcd's type and label names.
+#[test]
+fn peer_traffic_is_counted_by_peer() {
+    let mut shapes = Vec::new();
+    for server in Server::reference_and_cairn() {
+        let c = Cluster::start(server, 2, &[]);
+        let mut h = Conn::open(&c.endpoint(0), WAIT);
+        h.post(
+            "/v3/kv/put",
+            &format!(r#"{{"key":"{}","value":"{}"}}"#, b64("k"), b64("v")),
+        );
+        let members = h.post("/v3/cluster/member/list", "{}").json();
+        let me = members["header"]["member_id"].as_str().unwrap().to_string();
+        let peer: u64 = members["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["ID"].as_str().unwrap())
+            .find(|id| *id != me)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let s = scrape(&c.endpoint(0));
+        let hex = format!("{peer:x}");
+        let sent = value(&s, "etcd_network_peer_sent_bytes_total", &[("To", &hex)]);
+        let received = value(
+            &s,
+            "etcd_network_peer_received_bytes_total",
+            &[("From", &hex)],
+        );
+        assert!(
+            sent > 0.0 && received > 0.0,
+            "[{server:?}] sent {sent}, received {received}"
+        );
+        shapes.push((
+            shape(&s, "etcd_network_peer_sent_bytes_total"),
+            shape(&s, "etcd_network_peer_received_bytes_total"),
+        ));
+    }
+    if let [etcd, cairn] = &shapes[..] {
+        assert_eq!(etcd, cairn, "etcd (left), cairn (right)");
+    }
+}
+
 /// Polls `etcd_debugging_mvcc_watcher_total` until it is `want`.
 fn wait_watchers(c: &Cluster, want: f64, within: Duration) {
     let deadline = Instant::now() + within;

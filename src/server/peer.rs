@@ -317,6 +317,7 @@ async fn stream(
                 continue;
             }
         };
+        crate::metrics::peer_sent(id, data.len());
         let message = PeerMessage {
             data: data.into(),
             boot: std::mem::take(&mut boot),
@@ -359,6 +360,7 @@ impl Peer for PeerService {
         while let Some(m) = stream.message().await? {
             let msg = Message::parse_from_bytes(&m.data)
                 .map_err(|e| tonic::Status::invalid_argument(format!("bad raft message: {e}")))?;
+            crate::metrics::peer_received(msg.from, m.data.len());
             if std::mem::take(&mut first) && m.boot != 0 {
                 let before = self
                     .boots

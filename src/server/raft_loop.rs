@@ -220,14 +220,14 @@ impl<D: Disk> RaftLoop<D> {
                 self.waiting.insert(id, tx);
                 self.node.read(id, request);
             }
+            // Either status refreshes the gauges a scrape reads (the
+            // scrape asks for one).
             Command::Status(tx) => {
-                crate::metrics::observe_loop(
-                    self.watches.watchers(),
-                    self.node.store().key_count(),
-                );
+                self.observe();
                 let _ = tx.send(self.node.status());
             }
             Command::MaintenanceStatus(tx) => {
+                self.observe();
                 let _ = tx.send((self.node.status(), self.node.alarms()));
             }
             Command::Defragment(tx) => {
@@ -345,6 +345,11 @@ impl<D: Disk> RaftLoop<D> {
         self.publish_id = Some(id);
         self.node
             .propose(id, Request::Attributes(self.attributes.clone()));
+    }
+
+    /// Sets the watcher and key gauges of `/metrics` from the loop's state.
+    fn observe(&self) {
+        crate::metrics::observe_loop(self.watches.watchers(), self.node.store().key_count());
     }
 
     fn next_id(&mut self) -> u64 {

@@ -79,6 +79,19 @@ impl Conn {
         self.send_raw(&bytes);
     }
 
+    /// Sends a request with extra header lines (`Name: value`).
+    pub fn send_with(&mut self, method: &str, path: &str, headers: &[&str], body: &[u8]) {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
+        for h in headers {
+            req.push_str(h);
+            req.push_str("\r\n");
+        }
+        req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(body);
+        self.send_raw(&bytes);
+    }
+
     /// Sends a request and reads the whole response.
     pub fn request(&mut self, method: &str, path: &str, body: &[u8]) -> Reply {
         self.send(method, path, body);
@@ -94,8 +107,18 @@ impl Conn {
         self.request("GET", path, b"")
     }
 
-    /// Reads a response's status line and headers.
+    /// Reads a response's status line and headers, skipping interim (1xx)
+    /// responses such as `100 Continue`.
     pub fn read_head(&mut self) -> (u16, Vec<(String, String)>) {
+        loop {
+            let head = self.read_one_head();
+            if !(100..200).contains(&head.0) {
+                return head;
+            }
+        }
+    }
+
+    fn read_one_head(&mut self) -> (u16, Vec<(String, String)>) {
         let line = self.line();
         let status = line
             .split(' ')

@@ -212,83 +212,36 @@ async fn call(
     let h = || api.handle.clone();
     let kv_max = api.handle.max_request_bytes + crate::server::GRPC_OVERHEAD_BYTES;
     let max = DEFAULT_MAX_MESSAGE_BYTES;
+    // `service.method(request)` through [`unary`], with that service's
+    // message limit.
+    macro_rules! unary {
+        ($service:ident . $method:ident, $limit:expr) => {
+            unary(body, metadata, $limit, |r| async move {
+                $service(h()).$method(r).await
+            })
+            .await
+        };
+    }
     match rpc {
-        Rpc::Range => {
-            unary(body, metadata, kv_max, |r| async move {
-                KvService(h()).range(r).await
-            })
-            .await
-        }
-        Rpc::Put => {
-            unary(body, metadata, kv_max, |r| async move {
-                KvService(h()).put(r).await
-            })
-            .await
-        }
-        Rpc::DeleteRange => {
-            unary(body, metadata, kv_max, |r| async move {
-                KvService(h()).delete_range(r).await
-            })
-            .await
-        }
-        Rpc::Txn => {
-            unary(body, metadata, kv_max, |r| async move {
-                KvService(h()).txn(r).await
-            })
-            .await
-        }
-        Rpc::Compact => {
-            unary(body, metadata, kv_max, |r| async move {
-                KvService(h()).compact(r).await
-            })
-            .await
-        }
-        Rpc::LeaseGrant => {
-            unary(body, metadata, max, |r| async move {
-                LeaseService(h()).lease_grant(r).await
-            })
-            .await
-        }
-        Rpc::LeaseRevoke => {
-            unary(body, metadata, max, |r| async move {
-                LeaseService(h()).lease_revoke(r).await
-            })
-            .await
-        }
-        Rpc::LeaseTimeToLive => {
-            unary(body, metadata, max, |r| async move {
-                LeaseService(h()).lease_time_to_live(r).await
-            })
-            .await
-        }
-        Rpc::LeaseLeases => {
-            unary(body, metadata, max, |r| async move {
-                LeaseService(h()).lease_leases(r).await
-            })
-            .await
-        }
-        Rpc::MemberList => {
-            unary(body, metadata, max, |r| async move {
-                ClusterService(h()).member_list(r).await
-            })
-            .await
-        }
-        Rpc::Status => {
-            unary(body, metadata, max, |r| async move {
-                MaintenanceService(h()).status(r).await
-            })
-            .await
-        }
-        Rpc::HashKv => {
-            unary(body, metadata, max, |r| async move {
-                MaintenanceService(h()).hash_kv(r).await
-            })
-            .await
-        }
-        Rpc::Watch | Rpc::LeaseKeepAlive => unreachable!("streams are served above"),
+        Rpc::Range => unary!(KvService.range, kv_max),
+        Rpc::Put => unary!(KvService.put, kv_max),
+        Rpc::DeleteRange => unary!(KvService.delete_range, kv_max),
+        Rpc::Txn => unary!(KvService.txn, kv_max),
+        Rpc::Compact => unary!(KvService.compact, kv_max),
+        Rpc::LeaseGrant => unary!(LeaseService.lease_grant, max),
+        Rpc::LeaseRevoke => unary!(LeaseService.lease_revoke, max),
+        Rpc::LeaseTimeToLive => unary!(LeaseService.lease_time_to_live, max),
+        Rpc::LeaseLeases => unary!(LeaseService.lease_leases, max),
+        Rpc::MemberList => unary!(ClusterService.member_list, max),
+        Rpc::Status => unary!(MaintenanceService.status, max),
+        Rpc::HashKv => unary!(MaintenanceService.hash_kv, max),
         Rpc::Unimplemented(method, service) => error_response(&Status::unimplemented(format!(
             "unknown method {method} for service {service}"
         ))),
+        // Served by `serve` before the body is read.
+        Rpc::Watch | Rpc::LeaseKeepAlive => {
+            error_response(&Status::internal("a streaming call reached the unary path"))
+        }
     }
 }
 

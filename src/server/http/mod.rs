@@ -34,8 +34,9 @@
 //! # Shutdown
 //!
 //! When the server stops, each connection finishes the request it is serving
-//! and closes (hyper's graceful shutdown); a watch stream is ended by the
-//! driver's drain deadline like a gRPC one.
+//! and closes (hyper's graceful shutdown), or is closed after
+//! `SHUTDOWN_GRACE` (a watch stream never finishes), as the driver drains
+//! gRPC connections.
 
 pub mod gateway;
 pub mod probes;
@@ -58,6 +59,10 @@ use tokio::sync::watch;
 /// limit): hyper's default. A client that sends nothing at all is closed
 /// after it too.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a stopping server lets a connection finish the response it is
+/// writing: the driver's client drain.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// The body of every response: whole, or a stream of chunks.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -121,7 +126,11 @@ pub async fn serve_connection<S>(
         res = conn.as_mut() => res,
         () = stopped(&mut stop) => {
             conn.as_mut().graceful_shutdown();
-            conn.await
+            match tokio::time::timeout(SHUTDOWN_GRACE, conn).await {
+                Ok(res) => res,
+                // A watch stream never finishes: close it.
+                Err(_) => return,
+            }
         }
     };
     if let Err(e) = served {

@@ -8,7 +8,8 @@
 //! response is chunked (`Transfer-Encoding: chunked`), one chunk per
 //! response message holding `{"result": {...}}` and a newline, so a client
 //! parses one message per chunk. A stream error is one last chunk
-//! `{"error": {"grpc_code", "http_code", "message", "http_status"}}`; if it
+//! `{"error": {"grpc_code", "http_code", "message", "http_status"}}`, with
+//! no newline (etcd 3.4's grpc-gateway writes none); if it
 //! comes before any message, it also sets the HTTP status (grpc-gateway's
 //! `ForwardResponseStream`). A body message that is not JSON of the right
 //! shape ends the request side, as grpc-gateway's `CloseSend`.
@@ -27,7 +28,7 @@
 //!   whose [`Gone`] guard makes the request side fail; the watch service
 //!   reads that as a broken stream and frees its watchers at once.
 
-use super::gateway::{error_response, forwarded_metadata, http_status};
+use super::gateway::{forwarded_metadata, http_status};
 use super::{Body, HttpApi};
 use crate::metrics::RpcGuard;
 use crate::proto::etcdserverpb::{
@@ -62,11 +63,11 @@ pub async fn watch(
         tonic::Request::from_parts(forwarded_metadata(headers), Default::default(), streaming);
     match WatchService(api.handle.clone()).watch(req).await {
         Ok(resp) => response_side(resp.into_inner(), Ended { _gone: gone, guard }).await,
+        // The stream failed at once: grpc-gateway still answers in the
+        // stream's form, one error chunk.
         Err(status) => {
-            if let Some(mut g) = guard {
-                g.finish(status.code() as i32);
-            }
-            error_response(&status)
+            let failed: ResponseStream<()> = Box::pin(futures::stream::once(async { Err(status) }));
+            response_side(failed, Ended { _gone: gone, guard }).await
         }
     }
 }
@@ -83,11 +84,11 @@ pub async fn keep_alive(
         tonic::Request::from_parts(forwarded_metadata(headers), Default::default(), streaming);
     match LeaseService(api.handle.clone()).lease_keep_alive(req).await {
         Ok(resp) => response_side(resp.into_inner(), Ended { _gone: gone, guard }).await,
+        // The stream failed at once: grpc-gateway still answers in the
+        // stream's form, one error chunk.
         Err(status) => {
-            if let Some(mut g) = guard {
-                g.finish(status.code() as i32);
-            }
-            error_response(&status)
+            let failed: ResponseStream<()> = Box::pin(futures::stream::once(async { Err(status) }));
+            response_side(failed, Ended { _gone: gone, guard }).await
         }
     }
 }
@@ -295,7 +296,13 @@ struct StreamError<'a> {
     http_status: &'a str,
 }
 
-/// `{"error": {...}}` and a newline.
+/// The stream error's envelope (a struct, so the fields keep their order).
+#[derive(serde::Serialize)]
+struct ErrorChunk<'a> {
+    error: StreamError<'a>,
+}
+
+/// `{"error": {...}}`, with no newline (grpc-gateway writes none after it).
 fn error_chunk(status: &Status) -> Bytes {
     let http = http_status(status.code());
     let error = StreamError {
@@ -304,7 +311,7 @@ fn error_chunk(status: &Status) -> Bytes {
         message: status.message(),
         http_status: http.canonical_reason().unwrap_or(""),
     };
-    let mut out = serde_json::to_vec(&serde_json::json!({ "error": error })).unwrap_or_default();
-    out.push(b'\n');
-    out.into()
+    serde_json::to_vec(&ErrorChunk { error })
+        .unwrap_or_default()
+        .into()
 }
