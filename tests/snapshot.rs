@@ -130,7 +130,7 @@ fn raw_sections(count: u32, sections: &[(u16, &[u8])]) -> Bytes {
 
 #[test]
 fn decode_sections_rejects_unknown_kinds() {
-    for tag in [0u16, 4, 0xffff] {
+    for tag in [0u16, 5, 0xffff] {
         let err = decode_sections(raw_sections(2, &[(1, b"x"), (tag, b"y")])).unwrap_err();
         assert_eq!(err.what, "unknown section kind", "tag {tag}");
         assert_eq!(err.offset, 4 + 2 + 8 + 1, "tag {tag}");

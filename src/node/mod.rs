@@ -898,13 +898,9 @@ impl Node {
     }
 
     fn maybe_snapshot(&mut self) {
-        if self.applied - self.snapshot_index >= self.cfg.snapshot_count {
-            self.snapshot_now();
+        if self.applied - self.snapshot_index < self.cfg.snapshot_count {
+            return;
         }
-    }
-
-    /// Takes a snapshot of the state as of `applied` for the driver to save.
-    fn snapshot_now(&mut self) {
         let members = MemberAttributesList {
             members: self.members(),
         }
