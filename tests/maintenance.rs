@@ -289,3 +289,31 @@ async fn alarm_rpc_activate_deactivate_as_etcd() {
     })
     .await;
 }
+
+/// `/health` while NOSPACE is active: unhealthy with etcd's reason, healthy
+/// again with `?exclude=NOSPACE`; `/readyz` is only about CORRUPT, so it
+/// stays ready (etcd 3.4 has no `/readyz`: cairn's is checked alone).
+#[test]
+fn health_reports_the_nospace_alarm_as_etcd() {
+    for server in Server::reference_and_cairn() {
+        let c = Cluster::start(server, 1, &[QUOTA]);
+        let addr = c.endpoint(0);
+        let mut http = support::http::Conn::open(&addr, std::time::Duration::from_secs(10));
+        let ok = http.request("GET", "/health", b"");
+        assert_eq!((ok.status, ok.json()["health"].clone()), (200, "true".into()), "[{server:?}]");
+        fill(&c, 0);
+        let sick = http.request("GET", "/health", b"");
+        assert_eq!(sick.status, 503, "[{server:?}] {}", sick.text());
+        assert_eq!(sick.json()["health"], "false", "[{server:?}]");
+        if server == Server::Cairn {
+            // etcd 3.4 gives no reason; 3.5's is this.
+            assert_eq!(sick.json()["reason"], "ALARM NOSPACE");
+            let ready = http.request("GET", "/readyz?verbose", b"");
+            assert_eq!(ready.status, 200, "{}", ready.text());
+            assert!(ready.text().contains("[+]data_corruption ok"), "{}", ready.text());
+        }
+        let excluded = http.request("GET", "/health?exclude=NOSPACE", b"");
+        assert_eq!(excluded.status, 200, "[{server:?}] {}", excluded.text());
+        assert_eq!(excluded.json()["health"], "true", "[{server:?}]");
+    }
+}

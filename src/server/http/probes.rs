@@ -8,11 +8,14 @@
 //!   unless `?serializable=true`. Healthy is etcd 3.4's body exactly,
 //!   `{"health":"true"}`; unhealthy is 503 with etcd 3.5's reason added,
 //!   `{"health":"false","reason":"RAFT NO LEADER"}` (3.4 gives no reason).
-//!   cairn has no alarms yet, so etcd's alarm check and `?exclude=NOSPACE`
-//!   have nothing to look at.
+//!   Before both, as etcd, the member's alarms: an active one makes it
+//!   `{"health":"false","reason":"ALARM NOSPACE"}` (or `ALARM CORRUPT`)
+//!   unless `?exclude=NOSPACE` (or `CORRUPT`) names it. The alarms come from
+//!   `Maintenance.Status`'s `errors`, the member's own view, so the check
+//!   works without a leader as etcd's does.
 //! - `/metrics`: [`crate::metrics`] in Prometheus's text format.
-//! - `/livez` (a serializable read) and `/readyz` (a serializable and a
-//!   linearizable read): etcd 3.5.11's probes, `ok` or, with `?verbose`, one
+//! - `/livez` (a serializable read) and `/readyz` (no CORRUPT alarm, a
+//!   serializable and a linearizable read): etcd 3.5.11's probes, `ok` or, with `?verbose`, one
 //!   `[+]name ok` line per check first; a failure is 503 with the `[-]name
 //!   failed: reason` lines; `?exclude=name` skips a check and `/livez/<name>`
 //!   runs one. The checks run in a fixed order (etcd's come from a Go map).
@@ -99,7 +102,8 @@ pub async fn health(api: &HttpApi, req: &Request<Incoming>) -> Response<Body> {
         return method_not_allowed(Method::GET);
     }
     let serializable = query_values(req, "serializable").first() == Some(&"true");
-    match check_health(api, serializable).await {
+    let excluded = query_values(req, "exclude");
+    match check_health(api, serializable, &excluded).await {
         Ok(()) => respond(
             StatusCode::OK,
             "text/plain; charset=utf-8",
@@ -112,16 +116,37 @@ pub async fn health(api: &HttpApi, req: &Request<Incoming>) -> Response<Body> {
     }
 }
 
+/// The alarms active on this member, by etcd's names (`NOSPACE`,
+/// `CORRUPT`), read from `Maintenance.Status`'s `errors`
+/// (`memberID:N alarm:NAME `).
+async fn active_alarms(api: &HttpApi) -> Result<(Vec<String>, u64), String> {
+    let status = MaintenanceService(api.handle.clone())
+        .status(tonic::Request::new(StatusRequest {}))
+        .await
+        .map_err(|e| e.message().to_string())?;
+    let status = status.into_inner();
+    let alarms = status
+        .errors
+        .iter()
+        .filter_map(|e| e.split("alarm:").nth(1))
+        .map(|a| a.trim().to_string())
+        .collect();
+    Ok((alarms, status.leader))
+}
+
 /// etcd's `/health` checks; the reason of the first that fails.
-async fn check_health(api: &HttpApi, serializable: bool) -> Result<(), String> {
-    if !serializable {
-        let status = MaintenanceService(api.handle.clone())
-            .status(tonic::Request::new(StatusRequest {}))
-            .await
-            .map_err(|e| format!("RANGE ERROR:{}", e.message()))?;
-        if status.get_ref().leader == 0 {
-            return Err("RAFT NO LEADER".into());
-        }
+async fn check_health(api: &HttpApi, serializable: bool, excluded: &[&str]) -> Result<(), String> {
+    let (alarms, leader) = active_alarms(api)
+        .await
+        .map_err(|e| format!("RANGE ERROR:{e}"))?;
+    if let Some(alarm) = alarms.iter().find(|a| !excluded.contains(&a.as_str())) {
+        return Err(match alarm.as_str() {
+            "NOSPACE" | "CORRUPT" => format!("ALARM {alarm}"),
+            _ => "ALARM UNKNOWN".into(),
+        });
+    }
+    if !serializable && leader == 0 {
+        return Err("RAFT NO LEADER".into());
     }
     read(api, serializable)
         .await
@@ -147,6 +172,7 @@ async fn read(api: &HttpApi, serializable: bool) -> Result<(), String> {
 /// A named check of `/livez` or `/readyz`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Check {
+    DataCorruption,
     SerializableRead,
     LinearizableRead,
 }
@@ -154,13 +180,22 @@ enum Check {
 impl Check {
     fn name(self) -> &'static str {
         match self {
+            Check::DataCorruption => "data_corruption",
             Check::SerializableRead => "serializable_read",
             Check::LinearizableRead => "linearizable_read",
         }
     }
 
     async fn run(self, api: &HttpApi) -> Result<(), String> {
-        read(api, self == Check::SerializableRead).await
+        match self {
+            Check::DataCorruption => {
+                match active_alarms(api).await?.0.iter().any(|a| a == "CORRUPT") {
+                    true => Err("alarm activated: CORRUPT".into()),
+                    false => Ok(()),
+                }
+            }
+            _ => read(api, self == Check::SerializableRead).await,
+        }
     }
 }
 
@@ -168,7 +203,11 @@ impl Check {
 fn checks_of(kind: &str) -> &'static [Check] {
     match kind {
         "livez" => &[Check::SerializableRead],
-        _ => &[Check::SerializableRead, Check::LinearizableRead],
+        _ => &[
+            Check::DataCorruption,
+            Check::SerializableRead,
+            Check::LinearizableRead,
+        ],
     }
 }
 
