@@ -390,13 +390,13 @@ fn livez_and_readyz_are_etcd_35s() {
             &mut h,
             "/readyz?verbose",
             200,
-            "[+]serializable_read ok\n[+]linearizable_read ok\nok\n",
+            "[+]data_corruption ok\n[+]serializable_read ok\n[+]linearizable_read ok\nok\n",
         );
         expect(
             &mut h,
             "/readyz?verbose&exclude=linearizable_read",
             200,
-            "[+]serializable_read ok\nok\n",
+            "[+]data_corruption ok\n[+]serializable_read ok\nok\n",
         );
         expect(&mut h, "/readyz/linearizable_read", 200, "ok\n");
         expect(&mut h, "/readyz/nope", 404, "404 page not found\n");
@@ -439,9 +439,9 @@ fn health_is_false_without_a_leader() {
             let ready = h.get("/readyz");
             assert_eq!(ready.status, 503);
             assert!(
-                ready
-                    .text()
-                    .starts_with("[+]serializable_read ok\n[-]linearizable_read failed: "),
+                ready.text().starts_with(
+                    "[+]data_corruption ok\n[+]serializable_read ok\n[-]linearizable_read failed: "
+                ),
                 "{}",
                 ready.text()
             );

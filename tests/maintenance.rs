@@ -300,7 +300,11 @@ fn health_reports_the_nospace_alarm_as_etcd() {
         let addr = c.endpoint(0);
         let mut http = support::http::Conn::open(&addr, std::time::Duration::from_secs(10));
         let ok = http.request("GET", "/health", b"");
-        assert_eq!((ok.status, ok.json()["health"].clone()), (200, "true".into()), "[{server:?}]");
+        assert_eq!(
+            (ok.status, ok.json()["health"].clone()),
+            (200, "true".into()),
+            "[{server:?}]"
+        );
         fill(&c, 0);
         let sick = http.request("GET", "/health", b"");
         assert_eq!(sick.status, 503, "[{server:?}] {}", sick.text());
@@ -310,7 +314,11 @@ fn health_reports_the_nospace_alarm_as_etcd() {
             assert_eq!(sick.json()["reason"], "ALARM NOSPACE");
             let ready = http.request("GET", "/readyz?verbose", b"");
             assert_eq!(ready.status, 200, "{}", ready.text());
-            assert!(ready.text().contains("[+]data_corruption ok"), "{}", ready.text());
+            assert!(
+                ready.text().contains("[+]data_corruption ok"),
+                "{}",
+                ready.text()
+            );
         }
         let excluded = http.request("GET", "/health?exclude=NOSPACE", b"");
         assert_eq!(excluded.status, 200, "[{server:?}] {}", excluded.text());
