@@ -50,7 +50,8 @@ fn free_port() -> Result<u16, String> {
 
 impl LocalCluster {
     /// Starts the members and waits until each answers through a leader.
-    pub async fn start(binary: &Path) -> Result<LocalCluster, String> {
+    /// `extra` is given to every member after the cluster's flags.
+    pub async fn start(binary: &Path, extra: &[String]) -> Result<LocalCluster, String> {
         let nonce = std::process::id();
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -69,7 +70,7 @@ impl LocalCluster {
             let client_url = format!("http://127.0.0.1:{client}");
             let peer_url = format!("http://127.0.0.1:{peer}");
             let data = dir.join(format!("m{i}.data"));
-            let args = vec![
+            let mut args = vec![
                 format!("--name=m{i}"),
                 format!("--data-dir={}", data.display()),
                 format!("--listen-client-urls={client_url}"),
@@ -79,6 +80,7 @@ impl LocalCluster {
                 format!("--initial-cluster={}", initial.join(",")),
                 format!("--initial-cluster-token=cairn-verify-{nonce}"),
             ];
+            args.extend(extra.iter().cloned());
             members.push(Member {
                 name: format!("m{i}"),
                 args,
