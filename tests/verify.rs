@@ -260,3 +260,24 @@ fn a_tls_cluster_passes_with_etcdctls_certificate_flags() {
         );
     }
 }
+
+#[test]
+#[cfg(not(feature = "planted-bugs"))]
+fn planted_bugs_cannot_be_switched_on_in_a_normal_build() {
+    // `cairn serve --plant` exists only with --features planted-bugs
+    // (.ci/test builds that binary and proves verify catches the bugs).
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    cmd.args(["serve", "--plant", "reads-without-read-index"]);
+    let out = run_with_timeout(cmd, None, Duration::from_secs(20));
+    assert_eq!(out.code, Some(2), "{out:#?}");
+    assert!(
+        out.stderr.contains("unexpected argument '--plant'"),
+        "{out:#?}"
+    );
+    // verify's --plant is for the members --local starts.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    cmd.args(["verify", "--plant", "reads-without-read-index"]);
+    let out = run_with_timeout(cmd, None, Duration::from_secs(20));
+    assert_eq!(out.code, Some(2), "{out:#?}");
+    assert!(out.stderr.contains("--plant needs --local"), "{out:#?}");
+}
