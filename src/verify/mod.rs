@@ -136,6 +136,11 @@ pub struct VerifyArgs {
     /// restart), pause (SIGSTOP and SIGCONT); "none" for none.
     #[arg(long, value_delimiter = ',', default_value = "kill,pause")]
     pub faults: Vec<String>,
+    /// With --local: strike the member that leads at the time (asked
+    /// through Status) rather than one picked at random; a leader change is
+    /// what some bugs need.
+    #[arg(long)]
+    pub strike_leader: bool,
     /// Time between faults (the built-in ones and --nemesis-cmd's).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub fault_interval: Duration,
