@@ -264,6 +264,12 @@ struct ServeArgs {
     /// URLs to serve /metrics and the health probes on (not the KV API).
     #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", default_value = "")]
     listen_metrics_urls: String,
+    /// Testing only, in a build with the `planted-bugs` feature: switch on a
+    /// bug planted on purpose (src/planted.rs) by name, for `cairn verify
+    /// --plant` to catch. Without the feature the flag does not exist.
+    #[cfg(feature = "planted-bugs")]
+    #[arg(long, hide = true, value_parser = |s: &str| cairn::planted::Bug::from_name(s).ok_or(format!("no planted bug {s:?}")))]
+    plant: Vec<cairn::planted::Bug>,
 }
 
 impl ServeArgs {
@@ -643,6 +649,14 @@ fn serve(args: &ServeArgs, warnings: &[String]) -> ExitCode {
     }
     for w in warnings {
         tracing::warn!("{w}");
+    }
+    #[cfg(feature = "planted-bugs")]
+    for bug in &args.plant {
+        cairn::planted::plant(*bug);
+        tracing::warn!(
+            bug = bug.name(),
+            "planted bug switched on: this member is broken on purpose"
+        );
     }
     if args.logger == "capnslog" {
         tracing::warn!("--logger=capnslog has no effect in cairn: it logs its own way (etcd 3.5 removed capnslog)");

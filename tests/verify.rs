@@ -13,6 +13,9 @@
 //! - `--local` with pauses and serializable reads: a member resumed after
 //!   SIGSTOP answers serializable reads from its stale state, which the
 //!   linearizability checker must report.
+//! - A 3-member cluster serving clients over mutual TLS (etcd 3.4 first):
+//!   with `--cacert`, `--cert` and `--key` every checker passes; without a
+//!   client certificate the run cannot start (exit code 2).
 // The tests spawn processes and wait on them, which the crate's clippy.toml
 // keeps out of the sans-IO core.
 #![allow(clippy::disallowed_methods)]
@@ -22,7 +25,8 @@ mod support;
 use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
-use support::cluster::{run_with_timeout, Cluster, CtlOut, Server};
+use support::certs::TestCa;
+use support::cluster::{run_with_timeout, Cluster, ClusterTls, CtlOut, Server};
 
 /// Runs `cairn verify --json` with `args`; returns the output and the report.
 fn verify(args: &[&str]) -> (CtlOut, Value) {
@@ -213,4 +217,68 @@ fn the_kubernetes_workload_passes_on_cairn() {
         "{report:#}"
     );
     assert_eq!(checker(&report, "multi-key")["passed"], true, "{report:#}");
+}
+
+#[test]
+fn a_tls_cluster_passes_with_etcdctls_certificate_flags() {
+    for server in Server::reference_and_cairn() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = TestCa::new(dir.path(), "ca");
+        let tls = ClusterTls {
+            ca_file: ca.ca_file.clone(),
+            server: ca.issue("server", "member"),
+            client: ca.issue("client", "root"),
+            client_cert_auth: true,
+            peer: false,
+            files: true,
+        };
+        let cluster = Cluster::start_tls(server, 3, &tls, &[]);
+        let urls = cluster.client_urls();
+        assert!(urls.iter().all(|u| u.starts_with("https://")), "{urls:?}");
+        let endpoints = urls.join(",");
+        let cacert = format!("--cacert={}", tls.ca_file.display());
+        let cert = format!("--cert={}", tls.client.cert_file.display());
+        let key = format!("--key={}", tls.client.key_file.display());
+        let mut args = vec!["--endpoints", &endpoints, "--duration", "5s", &cacert];
+        if server == Server::Etcd {
+            args.push("--no-watch-progress");
+        }
+        // The CA alone: the members require a client certificate, so no
+        // connection is made and the run does not start.
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        cmd.args(["verify", "--no-progress"]).args(&args);
+        let out = run_with_timeout(cmd, None, Duration::from_secs(60));
+        assert_eq!(out.code, Some(2), "{server:?} without --cert: {out:#?}");
+        args.extend([cert.as_str(), key.as_str()]);
+        let (out, report) = verify(&args);
+        assert_eq!(out.code, Some(0), "{server:?}: {report:#}\n{}", out.stderr);
+        assert_eq!(report["passed"], true, "{server:?}: {report:#}");
+        let ops = report["ops"].as_u64().expect("ops");
+        assert!(ops > 50, "{server:?}: only {ops} ops: {report:#}");
+        assert!(
+            report["events"].as_u64().expect("events") > 0,
+            "{server:?}: {report:#}"
+        );
+    }
+}
+
+#[test]
+#[cfg(not(feature = "planted-bugs"))]
+fn planted_bugs_cannot_be_switched_on_in_a_normal_build() {
+    // `cairn serve --plant` exists only with --features planted-bugs
+    // (.ci/test builds that binary and proves verify catches the bugs).
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    cmd.args(["serve", "--plant", "reads-without-read-index"]);
+    let out = run_with_timeout(cmd, None, Duration::from_secs(20));
+    assert_eq!(out.code, Some(2), "{out:#?}");
+    assert!(
+        out.stderr.contains("unexpected argument '--plant'"),
+        "{out:#?}"
+    );
+    // verify's --plant is for the members --local starts.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    cmd.args(["verify", "--plant", "reads-without-read-index"]);
+    let out = run_with_timeout(cmd, None, Duration::from_secs(20));
+    assert_eq!(out.code, Some(2), "{out:#?}");
+    assert!(out.stderr.contains("--plant needs --local"), "{out:#?}");
 }

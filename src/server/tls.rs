@@ -372,6 +372,30 @@ pub fn self_signed(
     Ok(files)
 }
 
+/// A client configuration for a client of the client port (`cairn
+/// verify`'s etcdctl-style `--cacert`, `--cert`, `--key`): it checks the
+/// server's certificate against `ca` and presents `cert_key`'s certificate
+/// only if one is given (a server without `--client-cert-auth` needs none).
+/// Read once: a client run is short, nothing is reloaded.
+pub fn client_config_for(
+    ca: &Path,
+    cert_key: Option<(&Path, &Path)>,
+    settings: &TlsSettings,
+) -> Result<rustls::ClientConfig, ConfigError> {
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(settings.provider()?))
+        .with_protocol_versions(&settings.versions())
+        .map_err(|e| ConfigError(format!("TLS versions: {e}")))?
+        .with_root_certificates(load_roots(ca)?);
+    let mut config = match cert_key {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+            .map_err(|e| file_error("the key does not fit the certificate in", cert, e))?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
 /// What identifies a file's content cheaply: modification time and length.
 type Stamp = Option<(SystemTime, u64)>;
 

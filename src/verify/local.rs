@@ -6,7 +6,8 @@
 //! The schedule: every `--fault-interval` the nemesis either heals what is
 //! broken (restarts a killed member, resumes a paused one) or, when nothing
 //! is, strikes one member with one of the enabled faults; so at most one
-//! member (a minority) is down at a time. A `--nemesis-cmd` runs in its turn
+//! member (a minority) is down at a time. The member is picked at random,
+//! or with `--strike-leader` it is the one whose Status says it leads. A `--nemesis-cmd` runs in its turn
 //! on the same ticks, with `CAIRN_VERIFY_ENDPOINTS` (the client endpoints,
 //! comma-separated) in its environment and, with `--local`,
 //! `CAIRN_VERIFY_PIDS` (the members' process IDs in order, empty for a
@@ -50,7 +51,8 @@ fn free_port() -> Result<u16, String> {
 
 impl LocalCluster {
     /// Starts the members and waits until each answers through a leader.
-    pub async fn start(binary: &Path) -> Result<LocalCluster, String> {
+    /// `extra` is given to every member after the cluster's flags.
+    pub async fn start(binary: &Path, extra: &[String]) -> Result<LocalCluster, String> {
         let nonce = std::process::id();
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -69,7 +71,7 @@ impl LocalCluster {
             let client_url = format!("http://127.0.0.1:{client}");
             let peer_url = format!("http://127.0.0.1:{peer}");
             let data = dir.join(format!("m{i}.data"));
-            let args = vec![
+            let mut args = vec![
                 format!("--name=m{i}"),
                 format!("--data-dir={}", data.display()),
                 format!("--listen-client-urls={client_url}"),
@@ -79,6 +81,7 @@ impl LocalCluster {
                 format!("--initial-cluster={}", initial.join(",")),
                 format!("--initial-cluster-token=cairn-verify-{nonce}"),
             ];
+            args.extend(extra.iter().cloned());
             members.push(Member {
                 name: format!("m{i}"),
                 args,
@@ -213,6 +216,30 @@ async fn serves(endpoint: &str) -> bool {
     )
 }
 
+/// The member that says it leads (its Status's member ID is the leader's),
+/// if one does.
+async fn leader_index(c: &LocalCluster) -> Option<usize> {
+    use cairn::proto::etcdserverpb::{maintenance_client::MaintenanceClient, StatusRequest};
+    for (i, m) in c.members.iter().enumerate() {
+        if m.child.is_none() || m.paused {
+            continue;
+        }
+        let Ok(ch) = crate::bench::dial(&m.client_url).await else {
+            continue;
+        };
+        let mut client = MaintenanceClient::new(ch);
+        let call = client.status(StatusRequest {});
+        let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(2), call).await else {
+            continue;
+        };
+        let r = r.into_inner();
+        if r.leader != 0 && r.header.is_some_and(|h| h.member_id == r.leader) {
+            return Some(i);
+        }
+    }
+    None
+}
+
 /// What the nemesis left broken, to heal next.
 enum Broken {
     Killed(usize),
@@ -223,6 +250,7 @@ enum Broken {
 pub(crate) struct Nemesis {
     kill: bool,
     pause: bool,
+    strike_leader: bool,
     commands: Vec<String>,
     /// The cluster's endpoints, for the commands' environment.
     endpoints: Vec<String>,
@@ -237,6 +265,7 @@ impl Nemesis {
         Nemesis {
             kill: has("kill"),
             pause: has("pause"),
+            strike_leader: args.strike_leader,
             commands: args.nemesis_cmd.clone(),
             endpoints: endpoints.to_vec(),
             interval: args.fault_interval.max(Duration::from_millis(100)),
@@ -293,14 +322,28 @@ impl Nemesis {
             if let Some(b) = broken.take() {
                 heal(rec, c, b);
             } else {
-                broken = self.strike(rec, c);
+                let leader = match self.strike_leader {
+                    true => leader_index(c).await,
+                    false => None,
+                };
+                broken = self.strike(rec, c, leader);
             }
         }
     }
 
-    fn strike(&mut self, rec: &Recorder, c: &mut LocalCluster) -> Option<Broken> {
-        let i = (self.rng.next_u64() % MEMBERS as u64) as usize;
-        let name = c.members[i].name.clone();
+    /// Strikes `member`, or one picked at random.
+    fn strike(
+        &mut self,
+        rec: &Recorder,
+        c: &mut LocalCluster,
+        member: Option<usize>,
+    ) -> Option<Broken> {
+        let random = (self.rng.next_u64() % MEMBERS as u64) as usize;
+        let i = member.unwrap_or(random);
+        let name = match member {
+            Some(_) => format!("{} (the leader)", c.members[i].name),
+            None => c.members[i].name.clone(),
+        };
         let use_kill = match (self.kill, self.pause) {
             (true, true) => self.rng.next_u64().is_multiple_of(2),
             (k, p) if k || p => k,
