@@ -37,7 +37,14 @@ fn raw_segment(data: &[u8]) {
         let mut d = disk.clone();
         d.create(&name).expect("create");
         d.append(&name, data).expect("append");
-        if let Ok((mut wal, rec)) = Wal::open(disk.clone(), WalOptions { segment_size: 4096 }, 0) {
+        if let Ok((mut wal, rec)) = Wal::open(
+            disk.clone(),
+            WalOptions {
+                segment_size: 4096,
+                max_segments: 1,
+            },
+            0,
+        ) {
             assert_eq!(
                 rec.torn_tail.is_some(),
                 scan.bad.is_some(),
@@ -49,7 +56,10 @@ fn raw_segment(data: &[u8]) {
 }
 
 fn drive_and_damage(ops: &[u8]) {
-    let opts = WalOptions { segment_size: 256 };
+    let opts = WalOptions {
+        segment_size: 256,
+        max_segments: 1,
+    };
     let disk = MemDisk::new();
     let (mut wal, _) = Wal::open(disk.clone(), opts, 0).expect("fresh log");
     let (ops, damage) = ops.split_at(ops.len().saturating_sub(3));
