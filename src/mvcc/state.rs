@@ -326,11 +326,18 @@ fn read_kept(r: &mut Reader, compacted: i64) -> Result<Vec<Kept>, DecodeError> {
             _ => Some(read_version(r)?),
         };
         let ordered = out.last().is_none_or(|p| p.key < key) && !key.is_empty();
+        // The replaced version is older than the change that replaced it; it
+        // may be of the compaction revision itself (a txn that put a key and
+        // then deleted it), so only `<=` holds against `compacted`.
         let sane = tombstone
             .as_ref()
             .is_none_or(|t| t.rev.main == compacted && t.rev.sub >= 0)
-            && (prev.as_ref())
-                .is_none_or(|p| !p.is_tombstone() && p.rev.main < compacted && p.rev.main >= 1);
+            && (prev.as_ref()).is_none_or(|p| {
+                !p.is_tombstone()
+                    && p.rev.main <= compacted
+                    && p.rev.main >= 1
+                    && tombstone.as_ref().is_none_or(|t| p.rev < t.rev)
+            });
         if !ordered || !sane {
             return Err(r.error("kept version out of order or out of range"));
         }
