@@ -190,6 +190,29 @@ fn load_roots(path: &Path) -> Result<rustls::RootCertStore, ConfigError> {
     Ok(roots)
 }
 
+/// `map_err` for a key that does not belong to the certificate at `cert`.
+fn key_mismatch(cert: &Path) -> impl FnOnce(rustls::Error) -> ConfigError + '_ {
+    move |e| file_error("the key does not fit the certificate in", cert, e)
+}
+
+/// A client configuration builder with `settings`' provider and versions,
+/// and the provider (for verifiers built from it).
+fn client_builder(
+    settings: &TlsSettings,
+) -> Result<
+    (
+        Arc<CryptoProvider>,
+        rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>,
+    ),
+    ConfigError,
+> {
+    let provider = Arc::new(settings.provider()?);
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&settings.versions())
+        .map_err(|e| ConfigError(format!("TLS versions: {e}")))?;
+    Ok((provider, builder))
+}
+
 /// A server configuration for `files`, read from disk now.
 pub fn server_config(
     files: &TlsFiles,
@@ -218,13 +241,7 @@ pub fn server_config(
         };
     let mut config = builder
         .with_single_cert(load_certs(&files.cert_file)?, load_key(&files.key_file)?)
-        .map_err(|e| {
-            file_error(
-                "the key does not fit the certificate in",
-                &files.cert_file,
-                e,
-            )
-        })?;
+        .map_err(key_mismatch(&files.cert_file))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -236,10 +253,7 @@ pub fn client_config(
     files: &TlsFiles,
     settings: &TlsSettings,
 ) -> Result<rustls::ClientConfig, ConfigError> {
-    let provider = Arc::new(settings.provider()?);
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&settings.versions())
-        .map_err(|e| ConfigError(format!("TLS versions: {e}")))?;
+    let (provider, builder) = client_builder(settings)?;
     let builder = match &files.trusted_ca_file {
         Some(ca) => builder.with_root_certificates(load_roots(ca)?),
         None if files.self_signed => builder
@@ -253,13 +267,7 @@ pub fn client_config(
     };
     let mut config = builder
         .with_client_auth_cert(load_certs(&files.cert_file)?, load_key(&files.key_file)?)
-        .map_err(|e| {
-            file_error(
-                "the key does not fit the certificate in",
-                &files.cert_file,
-                e,
-            )
-        })?;
+        .map_err(key_mismatch(&files.cert_file))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }
@@ -382,14 +390,13 @@ pub fn client_config_for(
     cert_key: Option<(&Path, &Path)>,
     settings: &TlsSettings,
 ) -> Result<rustls::ClientConfig, ConfigError> {
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(settings.provider()?))
-        .with_protocol_versions(&settings.versions())
-        .map_err(|e| ConfigError(format!("TLS versions: {e}")))?
+    let builder = client_builder(settings)?
+        .1
         .with_root_certificates(load_roots(ca)?);
     let mut config = match cert_key {
         Some((cert, key)) => builder
             .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
-            .map_err(|e| file_error("the key does not fit the certificate in", cert, e))?,
+            .map_err(key_mismatch(cert))?,
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"h2".to_vec()];
