@@ -22,17 +22,22 @@
 //!
 //! # Outputs, and the order the driver must keep
 //!
-//! [`Node::ready`] hands out a [`Ready`] when raft has work. The node has
-//! already applied the committed entries it carried (raft-rs allows applying
-//! entries committed by earlier Readies before persisting new ones). The
-//! driver then, in this order (raft-rs's "Processing the Ready State"):
+//! [`Node::ready`] hands out a numbered [`Ready`] when raft has work. The
+//! node has already applied the committed entries it carried (only entries
+//! this member has persisted are ever handed out as committed) and put its
+//! entries into raft's in-memory log. Persistence is asynchronous (raft-rs's
+//! `advance_append_async`): the driver may call `ready` again, and keep
+//! proposing, before earlier Readies are durable. For each Ready, in order:
 //!
-//! 1. sends `messages` (a leader's appends may go out while it fsyncs);
-//! 2. saves `snapshot`, if any: the snapshot file, then its WAL marker;
-//! 3. appends `entries` and `hard_state` to the WAL and fsyncs if `must_sync`;
-//! 4. calls [`Node::persisted`], which may commit and apply more, and sends the
-//!    messages it returns *and* `persisted_messages`: votes and append
-//!    acknowledgements promise durability, so they leave only after the fsync.
+//! 1. it sends `messages` at once (a leader's appends go out while it fsyncs);
+//! 2. it persists, in Ready order: `snapshot` if any (the snapshot file, then
+//!    its WAL marker), then `entries` and `hard_state`, fsynced if
+//!    `must_sync` (several Readies may share one fsync);
+//! 3. once every Ready up to number `n` is durable it calls
+//!    [`Node::persisted`]`(n)` and only then sends those Readies'
+//!    `persisted_messages`: votes and append acknowledgements promise
+//!    durability. Whatever persisting unblocks (a commit, entries to apply,
+//!    the leader's commit broadcast) comes out of the next `ready`.
 //!
 //! Replies to proposals and reads accumulate; [`Node::take_replies`] drains
 //! them. A snapshot this node took of its own state (every `snapshot_count`
@@ -158,6 +163,10 @@ pub enum NodeError {
     /// The write does not fit under the quota, or NOSPACE is active.
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    /// The member owes too many answers already (etcd's limit on work in
+    /// flight); the client should back off and retry.
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
     /// CORRUPT is active: the member refuses writes.
     #[error("etcdserver: corrupt cluster")]
     Corrupt,
@@ -189,6 +198,9 @@ pub struct Ready {
     pub must_sync: bool,
     /// Send after the WAL is durable.
     pub persisted_messages: Vec<Message>,
+    /// Raft's number for this Ready: pass it to [`Node::persisted`] once this
+    /// Ready and every earlier one are durable.
+    pub number: u64,
 }
 
 /// A member's state, for Maintenance.Status.
@@ -255,8 +267,6 @@ pub struct Node {
     replies: Vec<Reply>,
     /// A snapshot of this member's own state for the driver to save.
     snapshot_to_save: Option<Snapshot>,
-    /// The raft Ready handed out and not yet persisted.
-    pending: Option<raft::Ready>,
     /// The leader as of the last soft-state change (0: none known).
     leader: u64,
     /// Members' published attributes, by member ID (replicated state).
@@ -369,7 +379,6 @@ impl Node {
             next_read_ctx: 1,
             replies: Vec::new(),
             snapshot_to_save: None,
-            pending: None,
             leader: 0,
         };
         node.draw_election_timeout();
@@ -478,15 +487,8 @@ impl Node {
     }
 
     /// The next batch of work, if any. See the module docs for what the
-    /// driver must do with it before calling [`Node::persisted`].
-    ///
-    /// # Panics
-    /// If the previous `Ready` was not yet acknowledged with `persisted`.
+    /// driver must do with it; earlier Readies need not be persisted yet.
     pub fn ready(&mut self) -> Option<Ready> {
-        assert!(
-            self.pending.is_none(),
-            "ready() before persisted() of the previous Ready"
-        );
         if !self.reads_waiting.is_empty() {
             let ctx = self.next_read_ctx;
             self.next_read_ctx += 1;
@@ -562,31 +564,31 @@ impl Node {
             hard_state,
             must_sync: rd.must_sync(),
             persisted_messages: rd.take_persisted_messages(),
+            number: rd.number(),
         };
-        self.pending = Some(rd);
+        // The entries and hard state are in raft's Storage (above), as
+        // raft-rs requires before this call.
+        self.raw.advance_append_async(rd);
+        self.advance_applied();
         Some(out)
     }
 
-    /// The driver made the last [`Ready`] durable. Returns more messages to
-    /// send (raft may have committed and applied more).
-    ///
-    /// # Panics
-    /// If there is no `Ready` outstanding.
-    pub fn persisted(&mut self) -> Vec<Message> {
-        let rd = self
-            .pending
-            .take()
-            .expect("persisted() without an outstanding Ready");
-        let mut light = self.raw.advance(rd);
-        if let Some(commit) = light.commit_index() {
-            let mut hs = self.raw.store().hard_state().clone();
-            hs.commit = commit;
-            self.raw.mut_store().set_hard_state(hs);
+    /// The driver made every [`Ready`] up to `number` durable. What that
+    /// unblocks comes out of the next [`Node::ready`].
+    pub fn persisted(&mut self, number: u64) {
+        self.raw.on_persist_ready(number);
+        self.advance_applied();
+    }
+
+    /// Tells raft how far this node has applied. Raft only accepts an index
+    /// it knows is persisted, and an installed snapshot counts as applied
+    /// before it is: the report waits for the persistence.
+    fn advance_applied(&mut self) {
+        let log = &self.raw.raft.raft_log;
+        let to = self.applied.min(log.persisted).min(log.committed);
+        if to > log.applied {
+            self.raw.advance_apply_to(to);
         }
-        let messages = light.take_messages();
-        self.apply(light.take_committed_entries());
-        self.raw.advance_apply();
-        messages
     }
 
     /// Replies ready for the driver.

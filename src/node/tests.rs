@@ -59,7 +59,7 @@ impl Cluster {
                 while let Some(rd) = node.ready() {
                     moved = true;
                     queue.extend(rd.messages);
-                    queue.extend(node.persisted());
+                    node.persisted(rd.number);
                     queue.extend(rd.persisted_messages);
                 }
                 if let Some(snap) = node.take_snapshot() {

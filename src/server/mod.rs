@@ -27,6 +27,7 @@ pub mod h2shim;
 #[cfg(not(madsim))]
 pub mod http;
 pub mod peer;
+pub mod persist;
 pub mod raft_loop;
 pub mod services;
 #[cfg(not(madsim))]
@@ -275,10 +276,16 @@ pub async fn serve_on<D: Disk + 'static>(
         splitmix(seed ^ 0xb007).max(1),
     );
     let resets = transport.resets();
-    let raft_loop = RaftLoop {
-        node,
+    let (persist, persisted) = persist::spawn(persist::Worker {
         wal,
         snaps,
+        sync_latency_max: cfg.faults.sync_latency_max,
+        rng: SplitMix64::new(splitmix(seed ^ 0x51ee9)),
+    });
+    let raft_loop = RaftLoop {
+        node,
+        persist,
+        unpersisted: Default::default(),
         transport,
         waiting: BTreeMap::new(),
         next_id: ((me.id & 0xffff) << 48) | ((seed >> 20) & 0xff_ffff_ffff) << 8,
@@ -290,8 +297,6 @@ pub async fn serve_on<D: Disk + 'static>(
         },
         published: false,
         publish_id: None,
-        sync_latency_max: cfg.faults.sync_latency_max,
-        rng: SplitMix64::new(splitmix(seed ^ 0x51ee9)),
         watches: WatchHub::new(WatchConfig {
             // As etcd: the limit plus gRPC overhead.
             max_response_bytes: cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
@@ -394,7 +399,7 @@ pub async fn serve_on<D: Disk + 'static>(
     drop(handle);
 
     let (loop_stop_tx, loop_stop_rx) = watch::channel(false);
-    let mut loop_task = tokio::spawn(raft_loop.run(cmd_rx, peer_rx, loop_stop_rx));
+    let mut loop_task = tokio::spawn(raft_loop.run(cmd_rx, peer_rx, persisted, loop_stop_rx));
     let result = tokio::select! {
         () = shutdown => {
             tracing::info!("shutting down: draining client requests");

@@ -1,18 +1,20 @@
-//! The event loop: the one task that owns the [`Node`], the WAL and the
-//! snapshot store.
+//! The event loop: the one task that owns the [`Node`].
 //!
 //! It feeds the node its inputs (ticks, peer messages, client commands),
-//! then runs every `Ready` through the order `crate::node` documents: send,
-//! save a received snapshot, append and fsync, `persisted`, send what may only
-//! leave after the fsync. Many client commands are drained into the node
-//! before one `Ready`, so they share one WAL write and one fsync (group
-//! commit). A storage error ends the loop: the node must stop rather than
-//! carry on without knowing what is durable.
+//! then runs every `Ready` through the order `crate::node` documents: send
+//! its messages, hand its disk work to the persistence worker
+//! (`super::persist`, which owns the WAL and the snapshot store), and, once
+//! the worker reports it durable, `persisted` and the messages that may only
+//! leave after the fsync. The loop never waits for the disk: while an fsync
+//! runs it keeps taking proposals, ticking and sending appends, and the
+//! worker writes everything queued meanwhile with one fsync (group commit).
+//! A storage error ends the loop: the node must stop rather than carry on
+//! without knowing what is durable.
 
 use super::peer::{PeerEvent, Transport};
-use crate::disk::Disk;
+use super::persist::{Done, Job};
 use crate::mvcc::{self, HashKv};
-use crate::node::convert::{entry_to_wal, hard_state_to_wal, snapshot_to_file};
+use crate::node::convert::{entry_to_wal, hard_state_to_wal};
 use crate::node::{Node, NodeError, NodeStatus, Response};
 use crate::planted::{self, Bug};
 use crate::proto::cairnpb::{raft_request::Request, MemberAttributes};
@@ -20,16 +22,25 @@ use crate::proto::etcdserverpb::{
     AlarmMember, LeaseLeasesResponse, LeaseStatus, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
     RangeRequest, WatchRequest, WatchResponse,
 };
-use crate::snap::SnapStore;
-use crate::wal::{SnapshotMarker, Wal};
 use crate::watch::WatchHub;
-use raft::eraftpb::Snapshot;
-use std::collections::BTreeMap;
+use raft::eraftpb::Message;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Commands drained into the node before one `Ready` (bounds one batch).
 const MAX_BATCH: usize = 1024;
+
+/// Readies handed to the persistence worker and not yet durable, at most:
+/// past it the loop stops taking client commands (ticks and peer messages
+/// still flow) until the disk catches up.
+const MAX_UNPERSISTED: usize = 64;
+
+/// Client requests waiting for an answer, at most: past it new ones get
+/// etcd's "too many requests" at once (etcd's bound is 5,000 committed but
+/// unapplied entries; cairn applies as it commits, so it bounds what it
+/// owes instead).
+pub const MAX_WAITING: usize = 5000;
 
 /// Where a client's answer goes.
 pub type ReplyTx = oneshot::Sender<Result<Response, NodeError>>;
@@ -82,10 +93,13 @@ pub struct WatchStreamOut {
 }
 
 /// The loop's state. See the module docs.
-pub struct RaftLoop<D: Disk> {
+pub struct RaftLoop {
     pub node: Node,
-    pub wal: Wal<D>,
-    pub snaps: SnapStore<D>,
+    /// Disk work for the persistence worker.
+    pub persist: tokio::sync::mpsc::UnboundedSender<Job>,
+    /// Readies sent to the worker and not yet durable: their numbers and the
+    /// messages that must wait for it.
+    pub unpersisted: VecDeque<(u64, Vec<Message>)>,
     pub transport: Transport,
     /// Clients waiting for a reply, by request ID.
     pub waiting: BTreeMap<u64, ReplyTx>,
@@ -100,26 +114,23 @@ pub struct RaftLoop<D: Disk> {
     pub published: bool,
     /// The ID of the publish proposal in flight.
     pub publish_id: Option<u64>,
-    /// Extra fsync latency the simulator injects (zero otherwise), and the
-    /// the generator that draws it.
-    pub sync_latency_max: Duration,
-    pub rng: super::SplitMix64,
     /// Every watcher of this member.
     pub watches: WatchHub,
     /// Where each watch stream's responses go (bounded: a full stream waits).
     pub watch_streams: BTreeMap<u64, WatchStreamOut>,
 }
 
-impl<D: Disk> RaftLoop<D> {
-    /// Runs until `shutdown` fires or the command channel closes; then syncs
-    /// the WAL. A leader asked to stop first hands leadership to the voter
-    /// with the longest log and runs on until it has (at most an election
-    /// timeout), as etcd's graceful stop does. Returns a storage error if
-    /// one stopped the node.
+impl RaftLoop {
+    /// Runs until `shutdown` fires or the command channel closes; then lets
+    /// the persistence worker finish and sync. A leader asked to stop first
+    /// hands leadership to the voter with the longest log and runs on until
+    /// it has (at most an election timeout), as etcd's graceful stop does.
+    /// Returns a storage error if one stopped the node.
     pub async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut peers: mpsc::Receiver<PeerEvent>,
+        mut persisted: mpsc::UnboundedReceiver<Done>,
         mut shutdown: watch::Receiver<bool>,
     ) -> crate::Result<()> {
         let mut ticker = tokio::time::interval(self.tick_interval);
@@ -132,7 +143,7 @@ impl<D: Disk> RaftLoop<D> {
                 _ = ticker.tick() => {
                     if planted::active(Bug::AckBeforeFsync) {
                         // The planted bug's deferred fsync.
-                        self.wal.sync()?;
+                        self.queue_disk(Job::Sync)?;
                     }
                     self.node.tick();
                     self.watches.tick(self.node.store());
@@ -154,7 +165,14 @@ impl<D: Disk> RaftLoop<D> {
                         }
                     }
                 }
-                cmd = commands.recv() => {
+                done = persisted.recv() => {
+                    match done {
+                        Some(Done::Persisted(number)) => self.persisted(number),
+                        Some(Done::Failed(e)) => return Err(e),
+                        None => return Err(worker_gone()),
+                    }
+                }
+                cmd = commands.recv(), if self.unpersisted.len() < MAX_UNPERSISTED => {
                     let Some(cmd) = cmd else { break };
                     self.command(cmd);
                     for _ in 0..MAX_BATCH {
@@ -185,7 +203,7 @@ impl<D: Disk> RaftLoop<D> {
                 }
             }
             self.publish();
-            self.process().await?;
+            self.process()?;
             self.feed_watchers();
             if let Some(deadline) = handing_over {
                 let status = self.node.status();
@@ -198,12 +216,21 @@ impl<D: Disk> RaftLoop<D> {
                 }
             }
         }
-        self.wal.sync()?;
+        // The worker writes what is queued, syncs and stops.
+        drop(self.persist);
+        while let Some(done) = persisted.recv().await {
+            if let Done::Failed(e) = done {
+                return Err(e);
+            }
+        }
         Ok(())
     }
 
     fn command(&mut self, cmd: Command) {
         match cmd {
+            Command::Propose(_, tx) | Command::Read(_, tx) if self.waiting.len() >= MAX_WAITING => {
+                let _ = tx.send(Err(NodeError::TooManyRequests));
+            }
             Command::Propose(mut request, tx) => {
                 let id = self.next_id();
                 if let Request::LeaseGrant(g) = &mut request {
@@ -365,39 +392,24 @@ impl<D: Disk> RaftLoop<D> {
         }
     }
 
-    /// Runs every pending `Ready` through persistence and the transport.
-    async fn process(&mut self) -> crate::Result<()> {
+    /// Hands every pending `Ready` to the transport and the persistence
+    /// worker, and answers the clients whose replies are ready.
+    fn process(&mut self) -> crate::Result<()> {
         while let Some(rd) = self.node.ready() {
-            let mut undelivered = self.transport.send(rd.messages);
-            if let Some(snap) = &rd.snapshot {
-                self.save_snapshot(snap)?;
-            }
-            if !rd.entries.is_empty() {
-                let entries: Vec<_> = rd.entries.iter().map(entry_to_wal).collect();
-                self.wal.append(&entries)?;
-            }
-            if let Some(hs) = &rd.hard_state {
-                if !planted::active(Bug::SkipHardStateSync) {
-                    self.wal.set_hard_state(hard_state_to_wal(hs))?;
-                }
-            }
-            // Planted bug: acknowledge now, fsync at the next tick.
-            if rd.must_sync && !planted::active(Bug::AckBeforeFsync) {
-                crate::metrics::time_wal_fsync(|| self.wal.sync())?;
-                self.slow_disk().await;
-            }
-            let more = self.node.persisted();
-            undelivered.extend(self.transport.send(more));
-            undelivered.extend(self.transport.send(rd.persisted_messages));
-            for peer in undelivered.unreachable {
-                self.node.report_unreachable(peer);
-            }
-            for peer in undelivered.snapshot_failed {
-                self.node.report_snapshot(peer, false);
-            }
+            let undelivered = self.transport.send(rd.messages);
+            self.undelivered(undelivered);
+            self.queue_disk(Job::Ready {
+                number: rd.number,
+                snapshot: rd.snapshot.map(Box::new),
+                entries: rd.entries.iter().map(entry_to_wal).collect(),
+                hard_state: rd.hard_state.as_ref().map(hard_state_to_wal),
+                must_sync: rd.must_sync,
+            })?;
+            self.unpersisted
+                .push_back((rd.number, rd.persisted_messages));
         }
         if let Some(snap) = self.node.take_snapshot() {
-            self.save_snapshot(&snap)?;
+            self.queue_disk(Job::Snapshot(Box::new(snap)))?;
         }
         for reply in self.node.take_replies() {
             if Some(reply.id) == self.publish_id {
@@ -415,29 +427,40 @@ impl<D: Disk> RaftLoop<D> {
         Ok(())
     }
 
-    /// The simulator's slow disk: the loop stalls as it would in a long fsync.
-    async fn slow_disk(&mut self) {
-        if self.sync_latency_max.is_zero() {
-            return;
+    /// The worker made every Ready up to `number` durable: tell the node, and
+    /// send what had to wait for it.
+    fn persisted(&mut self, number: u64) {
+        self.node.persisted(number);
+        while let Some((n, _)) = self.unpersisted.front() {
+            if *n > number {
+                break;
+            }
+            let (_, messages) = self.unpersisted.pop_front().expect("front exists");
+            let undelivered = self.transport.send(messages);
+            self.undelivered(undelivered);
         }
-        let max = self.sync_latency_max.as_micros().max(1) as u64;
-        tokio::time::sleep(Duration::from_micros(self.rng.next_u64() % max)).await;
     }
 
-    /// Saves a snapshot durably, then marks it in the WAL and drops the
-    /// segments it makes redundant. The file comes first: recovery trusts that
-    /// a snapshot exists for every marker.
-    fn save_snapshot(&mut self, snap: &Snapshot) -> crate::Result<()> {
-        let meta = snap.get_metadata();
-        let marker = SnapshotMarker {
-            index: meta.index,
-            term: meta.term,
-        };
-        self.snaps.save(&snapshot_to_file(snap))?;
-        self.wal.mark_snapshot(marker)?;
-        self.wal.sync()?;
-        self.wal.release_to(marker.index)?;
-        tracing::info!(index = marker.index, term = marker.term, "saved snapshot");
-        Ok(())
+    fn undelivered(&mut self, undelivered: super::peer::Undelivered) {
+        for peer in undelivered.unreachable {
+            self.node.report_unreachable(peer);
+        }
+        for peer in undelivered.snapshot_failed {
+            self.node.report_snapshot(peer, false);
+        }
+    }
+
+    fn queue_disk(&mut self, job: Job) -> crate::Result<()> {
+        self.persist.send(job).map_err(|_| worker_gone())
+    }
+}
+
+/// The persistence worker stopped without saying why (it reports its
+/// errors first, so this is a worker that panicked).
+fn worker_gone() -> crate::Error {
+    crate::Error::Io {
+        op: "persist",
+        file: "the persistence worker".into(),
+        source: std::io::Error::other("stopped without reporting an error"),
     }
 }

@@ -85,7 +85,9 @@ fn node_status(e: NodeError) -> Status {
         NodeError::Mvcc(e) => mvcc_status(e),
         NodeError::Lease(e) => lease_status(e),
         NodeError::NoLeader | NodeError::LeaderChanged => Status::unavailable(e.to_string()),
-        NodeError::NoSpace => Status::resource_exhausted(e.to_string()),
+        NodeError::NoSpace | NodeError::TooManyRequests => {
+            Status::resource_exhausted(e.to_string())
+        }
         NodeError::Corrupt => Status::data_loss(e.to_string()),
     }
 }
