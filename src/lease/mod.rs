@@ -263,10 +263,10 @@ impl Lessor {
     /// Replaces the state with a snapshot's: `records` from its lease
     /// section, keys from the store's live keys. Deadlines start over at
     /// `now + TTL`.
-    pub fn restore<'a>(
+    pub fn restore(
         &mut self,
         records: &[LeaseRecord],
-        leased_keys: impl Iterator<Item = (&'a Bytes, i64)>,
+        leased_keys: impl Iterator<Item = (Bytes, i64)>,
         now: u64,
     ) {
         self.leases.clear();
@@ -285,7 +285,7 @@ impl Lessor {
         }
         for (key, id) in leased_keys {
             if let Some(l) = self.leases.get_mut(&id) {
-                l.keys.insert(key.clone());
+                l.keys.insert(key);
             }
         }
     }

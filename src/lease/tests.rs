@@ -113,7 +113,7 @@ fn restore_rebuilds_keys_from_the_store_and_round_trips_the_records() {
     let records = records_from_section(Bytes::from(l.encode()));
     let (a, b) = (Bytes::from_static(b"a"), Bytes::from_static(b"b"));
     let mut r = Lessor::new(1, 100);
-    r.restore(&records, [(&a, 1), (&b, 3)].into_iter(), 0);
+    r.restore(&records, [(a.clone(), 1), (b.clone(), 3)].into_iter(), 0);
     assert_eq!(r.ids(), vec![1, 2]);
     assert_eq!(r.get(1).unwrap().renewed_at, 4);
     assert_eq!(r.time_to_live(1, 0).unwrap().keys, vec![a]);

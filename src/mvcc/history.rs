@@ -36,23 +36,23 @@ impl Store {
             for k in &self.kept_deletes {
                 let Some(t) = &k.tombstone else { continue };
                 if super::in_bounds(&bounds, &k.key) {
-                    let prev = k.prev.as_ref().map(|p| p.to_kv(&k.key, false));
-                    found.push((t.rev, event_of(&k.key, t, prev)));
+                    let prev = k.prev.as_ref().map(|p| p.to_kv(false));
+                    found.push((t.rev(), event_of(t, prev)));
                 }
             }
         }
-        for (k, history) in self.keys.range::<[u8], _>(bounds) {
-            let first = history.partition_point(|v| v.rev.main < from);
+        for history in self.keys.range(bounds) {
+            let first = history.partition_point(|v| v.main() < from);
             for i in first..history.len() {
                 let prev = match i.checked_sub(1) {
                     Some(p) => Some(&history[p]).filter(|p| !p.is_tombstone()),
                     // Compaction dropped it; kept if this change is at the
                     // compaction revision.
-                    None if history[i].rev.main == self.compacted => self.kept_prev(k),
+                    None if history[i].main() == self.compacted => self.kept_prev(history[i].key()),
                     None => None,
                 }
-                .map(|p| p.to_kv(k, false));
-                found.push((history[i].rev, event_of(k, &history[i], prev)));
+                .map(|p| p.to_kv(false));
+                found.push((history[i].rev(), event_of(&history[i], prev)));
             }
         }
         found.sort_unstable_by_key(|(rev, _)| *rev);
@@ -100,12 +100,12 @@ impl Store {
 
     /// Every live key attached to a lease, with the lease: what the lessor's
     /// key sets are rebuilt from after a snapshot.
-    pub fn leased_keys(&self) -> impl Iterator<Item = (&Bytes, i64)> + '_ {
-        self.keys.iter().filter_map(|(k, history)| {
+    pub fn leased_keys(&self) -> impl Iterator<Item = (Bytes, i64)> + '_ {
+        self.keys.iter().filter_map(|history| {
             history
                 .last()
                 .filter(|v| !v.is_tombstone() && v.lease != 0)
-                .map(|v| (k, v.lease))
+                .map(|v| (v.key_bytes(), v.lease))
         })
     }
 
@@ -125,19 +125,19 @@ impl Store {
     }
 }
 
-/// The event that wrote `version` of `key`.
-fn event_of(key: &Bytes, version: &Version, prev: Option<KeyValue>) -> Event {
+/// The event that wrote `version`.
+fn event_of(version: &Version, prev: Option<KeyValue>) -> Event {
     let (kind, kv) = if version.is_tombstone() {
         (
             EventType::Delete,
             KeyValue {
-                key: key.clone(),
-                mod_revision: version.rev.main,
+                key: version.key_bytes(),
+                mod_revision: version.main(),
                 ..Default::default()
             },
         )
     } else {
-        (EventType::Put, version.to_kv(key, false))
+        (EventType::Put, version.to_kv(false))
     };
     Event {
         r#type: kind as i32,

@@ -79,9 +79,11 @@
 
 mod error;
 mod history;
+mod index;
 mod revision;
 mod state;
 mod txn;
+mod version;
 mod write;
 
 pub use error::{Error, GrpcCode};
@@ -96,8 +98,9 @@ use crate::proto::etcdserverpb::{
 };
 use crate::proto::mvccpb::{Event, KeyValue};
 use bytes::Bytes;
-use std::collections::BTreeMap;
+use index::{Index, KeyBounds};
 use std::ops::Bound;
+use version::{History, Version};
 use write::WriteTxn;
 
 /// Result of a key-value store operation.
@@ -106,17 +109,19 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// etcd's default limit on the ops (and compares) in one txn branch.
 pub const DEFAULT_MAX_TXN_OPS: usize = 128;
 
-/// Bytes a retained key counts for besides its own length: its entry in the
-/// key map (the key's `Bytes` handle and the history's `Vec` header).
-pub const KEY_OVERHEAD: u64 =
-    (std::mem::size_of::<Bytes>() + std::mem::size_of::<Vec<u8>>()) as u64;
+/// Bytes a retained key counts for besides its own length. The quota's cost
+/// model, fixed so that `dbSizeInUse` means the same across releases: it was
+/// the size of the key map's entry (a `Bytes` handle and a `Vec` header)
+/// before the index was packed (docs/mvcc.md has the measured sizes).
+pub const KEY_OVERHEAD: u64 = 56;
 
-/// Bytes a retained version counts for besides its value: the version record.
-pub const VERSION_OVERHEAD: u64 = std::mem::size_of::<Version>() as u64;
+/// Bytes a retained version counts for besides its value: the version record
+/// (72 bytes, as before and after the packing).
+pub const VERSION_OVERHEAD: u64 = 72;
 
 /// What `version` counts for in [`Store::bytes_in_use`].
 fn version_bytes(version: &Version) -> u64 {
-    VERSION_OVERHEAD + version.value.len() as u64
+    VERSION_OVERHEAD + version.value().len() as u64
 }
 
 /// What a key's entry, without its versions, counts for.
@@ -144,50 +149,11 @@ impl Kept {
     }
 }
 
-/// One version of a key: what a read at a revision sees.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Version {
-    /// The revision of the change that wrote this version.
-    rev: Revision,
-    /// Main revision that created the key's current generation; 0 for a tombstone.
-    create: i64,
-    /// Puts since the generation began (1 for the first); 0 for a tombstone.
-    version: i64,
-    /// The lease the key is attached to; 0 for none.
-    lease: i64,
-    /// The value; empty for a tombstone.
-    value: Bytes,
-}
-
-impl Version {
-    fn is_tombstone(&self) -> bool {
-        self.version == 0
-    }
-
-    fn to_kv(&self, key: &Bytes, keys_only: bool) -> KeyValue {
-        KeyValue {
-            key: key.clone(),
-            create_revision: self.create,
-            mod_revision: self.rev.main,
-            version: self.version,
-            value: if keys_only {
-                Bytes::new()
-            } else {
-                self.value.clone()
-            },
-            lease: self.lease,
-        }
-    }
-}
-
 /// The newest live version of `history` visible at revision `rev`.
 fn visible(history: &[Version], rev: i64) -> Option<&Version> {
-    let n = history.partition_point(|v| v.rev.main <= rev);
+    let n = history.partition_point(|v| v.main() <= rev);
     history[..n].last().filter(|v| !v.is_tombstone())
 }
-
-/// Lower and upper bound of a key range, as `BTreeMap::range` takes them.
-type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 
 /// The keys a request names: `key` alone when `range_end` is empty, else
 /// `[key, range_end)`, where a `range_end` of `"\0"` means no upper bound.
@@ -217,8 +183,9 @@ fn header(revision: i64) -> Option<ResponseHeader> {
 /// The in-memory MVCC store. See the module docs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Store {
-    /// Every key that has a retained version, with its history.
-    keys: BTreeMap<Bytes, Vec<Version>>,
+    /// Every key that has a retained version, with its history (each
+    /// history knows its key: the index holds no key of its own).
+    keys: Index<History>,
     /// The revision of the newest change (1 for an empty store).
     current: i64,
     /// Reads below this revision are refused; 0 before the first compaction.
@@ -242,7 +209,7 @@ impl Store {
     /// An empty store at revision 1.
     pub fn new() -> Self {
         Self {
-            keys: BTreeMap::new(),
+            keys: Index::new(index::DEFAULT_CHUNK_MAX),
             current: 1,
             compacted: 0,
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
@@ -254,6 +221,18 @@ impl Store {
     /// Sets the limit on ops per txn branch (`--max-txn-ops`).
     pub fn with_max_txn_ops(mut self, max: usize) -> Self {
         self.max_txn_ops = max;
+        self
+    }
+
+    /// Sets how many keys one chunk of the key index holds (see `index.rs`).
+    /// For tests: a small chunk makes a few keys split and merge chunks.
+    #[doc(hidden)]
+    pub fn with_index_chunk(mut self, chunk_max: usize) -> Self {
+        let mut keys = Index::new(chunk_max);
+        for history in std::mem::replace(&mut self.keys, Index::new(2)).iter() {
+            keys.insert(history.clone());
+        }
+        self.keys = keys;
         self
     }
 
@@ -283,7 +262,7 @@ impl Store {
     fn count_bytes(&self) -> u64 {
         let kept: u64 = self.kept_deletes.iter().map(Kept::bytes).sum();
         kept + (self.keys.iter())
-            .map(|(k, h)| key_bytes(k) + h.iter().map(version_bytes).sum::<u64>())
+            .map(|h| key_bytes(h[0].key()) + h.iter().map(version_bytes).sum::<u64>())
             .sum::<u64>()
     }
 
@@ -327,39 +306,8 @@ impl Store {
         self.compacted = rev;
         let mut freed: u64 = self.kept_deletes.drain(..).map(|k| k.bytes()).sum();
         let mut kept = Vec::new();
-        self.keys.retain(|key, history| {
-            // Keep the newest version at or before `rev`, unless it is a tombstone.
-            let n = history.partition_point(|v| v.rev.main <= rev);
-            if let Some(last) = history[..n].last().filter(|v| v.rev.main == rev) {
-                let prev = (n.checked_sub(2).map(|p| &history[p]))
-                    .filter(|p| !p.is_tombstone())
-                    .cloned();
-                let tombstone = last.is_tombstone().then(|| last.clone());
-                if tombstone.is_some() || prev.is_some() {
-                    kept.push(Kept {
-                        key: key.clone(),
-                        tombstone,
-                        prev,
-                    });
-                }
-            }
-            let keep_from = match history[..n].last() {
-                Some(v) if v.is_tombstone() => n,
-                Some(_) if crate::planted::active(crate::planted::Bug::CompactionDropsNewest) => n,
-                Some(_) => n - 1,
-                None => 0,
-            };
-            freed += history
-                .drain(..keep_from)
-                .map(|v| version_bytes(&v))
-                .sum::<u64>();
-            if history.is_empty() {
-                freed += key_bytes(key);
-            }
-            // Give back what an overwritten key no longer needs: memory bounds the data set.
-            if history.capacity() > 2 * history.len() {
-                history.shrink_to_fit();
-            }
+        self.keys.retain(|history| {
+            freed += compact_history(history, rev, &mut kept);
             !history.is_empty()
         });
         self.in_use -= freed;
@@ -433,11 +381,11 @@ impl Store {
 
         let mut count = 0i64;
         let mut kvs = Vec::new();
-        for (key, version) in self.live_at(&req.key, &req.range_end, rev) {
+        for version in self.live_at(&req.key, &req.range_end, rev) {
             count += 1;
             if kvs.len() < take {
                 // Values are dropped for keys_only after sorting, which may sort by value.
-                kvs.push(version.to_kv(key, req.keys_only && target != SortTarget::Value));
+                kvs.push(version.to_kv(req.keys_only && target != SortTarget::Value));
             }
         }
         if filtered {
@@ -481,11 +429,11 @@ impl Store {
         key: &'a [u8],
         range_end: &'a [u8],
         rev: i64,
-    ) -> impl Iterator<Item = (&'a Bytes, &'a Version)> + 'a {
+    ) -> impl Iterator<Item = &'a Version> + 'a {
         key_bounds(key, range_end)
             .into_iter()
-            .flat_map(move |bounds| self.keys.range::<[u8], _>(bounds))
-            .filter_map(move |(k, history)| visible(history, rev).map(|v| (k, v)))
+            .flat_map(move |bounds| self.keys.range(bounds))
+            .filter_map(move |history| visible(history, rev))
     }
 
     /// Asserts the invariants listed in the module docs. For tests and fuzzing.
@@ -498,7 +446,7 @@ impl Store {
         assert!(
             (self.kept_deletes.iter())
                 .all(|k| (k.tombstone.iter())
-                    .all(|t| t.is_tombstone() && t.rev.main == self.compacted)),
+                    .all(|t| t.is_tombstone() && t.main() == self.compacted)),
             "kept deletes are tombstones of the compaction revision"
         );
         assert!(
@@ -507,22 +455,32 @@ impl Store {
             self.compacted,
             self.current
         );
-        for (key, history) in &self.keys {
+        self.keys.check();
+        for history in self.keys.iter() {
+            assert!(!history.is_empty(), "a key with an empty history");
+            let key = history[0].key();
             assert!(!key.is_empty(), "empty key in the index");
-            assert!(!history.is_empty(), "key {key:?} has an empty history");
+            assert!(
+                history.iter().all(|v| v.key() == key),
+                "key {key:?}: every version holds the key"
+            );
+            assert!(
+                !matches!(history, History::Many(vs) if vs.len() < 2),
+                "key {key:?}: one version is kept inline"
+            );
             assert!(
                 !history[0].is_tombstone(),
                 "key {key:?} history starts with a tombstone"
             );
             for pair in history.windows(2) {
                 assert!(
-                    pair[0].rev < pair[1].rev,
+                    pair[0].rev() < pair[1].rev(),
                     "key {key:?} history out of order"
                 );
             }
             let last = history.last().expect("checked non-empty");
             assert!(
-                last.rev.main <= self.current,
+                last.main() <= self.current,
                 "key {key:?} has a future revision"
             );
         }
@@ -543,6 +501,37 @@ fn sort_kvs(kvs: &mut [KeyValue], order: SortOrder, target: SortTarget) {
         SortOrder::Descend => kvs.sort_by(|a, b| cmp(b, a)),
         _ => kvs.sort_by(cmp),
     }
+}
+
+/// Compacts one key's history at `rev` (module docs), pushing onto `kept`
+/// what a watcher starting at `rev` needs that compaction drops. Returns the
+/// bytes freed, the key's own if no version is left.
+fn compact_history(history: &mut History, rev: i64, kept: &mut Vec<Kept>) -> u64 {
+    // Keep the newest version at or before `rev`, unless it is a tombstone.
+    let n = history.partition_point(|v| v.main() <= rev);
+    if let Some(last) = history[..n].last().filter(|v| v.main() == rev) {
+        let prev = (n.checked_sub(2).map(|p| &history[p]))
+            .filter(|p| !p.is_tombstone())
+            .cloned();
+        let tombstone = last.is_tombstone().then(|| last.clone());
+        if tombstone.is_some() || prev.is_some() {
+            kept.push(Kept {
+                key: last.key_bytes(),
+                tombstone,
+                prev,
+            });
+        }
+    }
+    let keep_from = match history[..n].last() {
+        Some(v) if v.is_tombstone() => n,
+        Some(_) if crate::planted::active(crate::planted::Bug::CompactionDropsNewest) => n,
+        Some(_) => n - 1,
+        None => 0,
+    };
+    let key_freed = (keep_from == history.len()).then(|| key_bytes(history[0].key()));
+    // Also gives back what an overwritten key no longer needs: memory bounds the data set.
+    let gone = history.drain_oldest(keep_from);
+    key_freed.unwrap_or(0) + gone.iter().map(version_bytes).sum::<u64>()
 }
 
 #[cfg(test)]

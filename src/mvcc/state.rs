@@ -29,7 +29,7 @@
 //! Decoded keys and values are copied out of the snapshot buffer: sharing it
 //! would keep the whole buffer alive for as long as any one value from it.
 
-use super::{Error, Kept, Result, Revision, Store, Version};
+use super::{index, Error, History, Index, Kept, Result, Revision, Store, Version};
 use crate::codec::{put_bytes, put_i64, put_u32, put_u64, put_u8, DecodeError, Reader};
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -74,12 +74,14 @@ impl Store {
             .map(|k| {
                 5 + k.key.len()
                     + k.tombstone.as_ref().map_or(0, |_| 16)
-                    + k.prev.as_ref().map_or(0, |p| 44 + p.value.len())
+                    + k.prev.as_ref().map_or(0, |p| 44 + p.value().len())
             })
             .sum();
         32 + kept
             + (self.keys.iter())
-                .map(|(k, h)| 8 + k.len() + h.iter().map(|v| 44 + v.value.len()).sum::<usize>())
+                .map(|h| {
+                    8 + h[0].key().len() + h.iter().map(|v| 44 + v.value().len()).sum::<usize>()
+                })
                 .sum::<usize>()
     }
 
@@ -114,13 +116,13 @@ impl Store {
         put_i64(buf, self.current);
         put_i64(buf, self.compacted);
         put_u64(buf, self.keys.len() as u64);
-        for (key, history) in &self.keys {
-            put_bytes(buf, key);
+        for history in self.keys.iter() {
+            put_bytes(buf, history[0].key());
             put_u32(
                 buf,
                 u32::try_from(history.len()).expect("fewer than 2^32 versions of a key"),
             );
-            for v in history {
+            for v in history.iter() {
                 put_version(buf, v);
             }
             flush(buf);
@@ -136,8 +138,8 @@ impl Store {
                 u8::from(k.tombstone.is_some()) | (u8::from(k.prev.is_some()) << 1),
             );
             if let Some(t) = &k.tombstone {
-                put_i64(buf, t.rev.main);
-                put_i64(buf, t.rev.sub);
+                put_i64(buf, t.main());
+                put_i64(buf, t.rev().sub);
             }
             if let Some(p) = &k.prev {
                 put_version(buf, p);
@@ -160,32 +162,15 @@ impl Store {
             return Err(r.error("revisions out of range"));
         }
         let n_keys = r.u64("key count")?;
-        let mut keys = BTreeMap::new();
+        let mut keys = Index::new(index::DEFAULT_CHUNK_MAX);
         let mut prev_key: Option<Bytes> = None;
         for _ in 0..n_keys {
-            let key = Bytes::copy_from_slice(&r.bytes("key")?);
+            let key = r.bytes("key")?;
             if key.is_empty() || prev_key.as_ref().is_some_and(|p| *p >= key) {
                 return Err(r.error("keys empty or out of order"));
             }
-            let n_versions = r.u32("version count")?;
-            if n_versions == 0 {
-                return Err(r.error("key with no versions"));
-            }
-            // Each version takes at least 44 bytes: don't trust the count for the allocation.
-            let mut history: Vec<Version> =
-                Vec::with_capacity((n_versions as usize).min(r.remaining() / 44));
-            for _ in 0..n_versions {
-                let v = read_version(&mut r)?;
-                let ordered = history.last().is_none_or(|p| p.rev < v.rev);
-                let sane =
-                    v.version >= 0 && v.rev.main >= 1 && v.rev.main <= current && v.rev.sub >= 0;
-                if !ordered || !sane || (history.is_empty() && v.is_tombstone()) {
-                    return Err(r.error("version out of order or out of range"));
-                }
-                history.push(v);
-            }
-            prev_key = Some(key.clone());
-            keys.insert(key, history);
+            keys.insert(read_history(&mut r, &key, current)?);
+            prev_key = Some(key);
         }
         let kept_deletes = if format == 1 {
             Vec::new()
@@ -216,7 +201,7 @@ impl Store {
         for k in &self.kept_deletes {
             put_bytes(&mut scratch, &k.key);
             if let Some(t) = &k.tombstone {
-                put_i64(&mut scratch, t.rev.sub);
+                put_i64(&mut scratch, t.rev().sub);
             }
             if let Some(p) = &k.prev {
                 put_version(&mut scratch, p);
@@ -230,25 +215,20 @@ impl Store {
     /// giving back what compaction and overwrites left as spare capacity.
     /// Returns the key to go on from, `None` when the last key is done.
     pub fn shrink_from(&mut self, from: Option<&Bytes>, max_keys: usize) -> Option<Bytes> {
-        use std::ops::Bound;
-        let start = from.map_or(Bound::Unbounded, |k| Bound::Included(k.clone()));
-        let mut range = self.keys.range_mut((start, Bound::Unbounded));
-        for (_, history) in range.by_ref().take(max_keys) {
-            history.shrink_to_fit();
-        }
-        range.next().map(|(k, _)| k.clone())
+        self.keys
+            .for_each_mut_from(from.map(|k| &k[..]), max_keys, History::shrink)
     }
 
     fn hash_versions(&self, h: &mut crc32fast::Hasher, rev: i64) {
         let mut scratch = Vec::new();
-        for (key, history) in &self.keys {
-            for v in history.iter().take_while(|v| v.rev.main <= rev) {
+        for history in self.keys.iter() {
+            for v in history.iter().take_while(|v| v.main() <= rev) {
                 scratch.clear();
-                put_bytes(&mut scratch, key);
-                for n in [v.rev.main, v.rev.sub, v.create, v.version, v.lease] {
+                put_bytes(&mut scratch, v.key());
+                for n in [v.main(), v.rev().sub, v.create, v.version, v.lease] {
                     put_i64(&mut scratch, n);
                 }
-                put_bytes(&mut scratch, &v.value);
+                put_bytes(&mut scratch, v.value());
                 h.update(&scratch);
             }
         }
@@ -282,21 +262,50 @@ impl Store {
 
 /// Writes a version's numbers and value.
 fn put_version(buf: &mut Vec<u8>, v: &Version) {
-    for n in [v.rev.main, v.rev.sub, v.create, v.version, v.lease] {
+    for n in [v.main(), v.rev().sub, v.create, v.version, v.lease] {
         put_i64(buf, n);
     }
-    put_bytes(buf, &v.value);
+    put_bytes(buf, v.value());
 }
 
-/// Reads what [`put_version`] wrote.
-fn read_version(r: &mut Reader) -> Result<Version, DecodeError> {
-    Ok(Version {
-        rev: Revision::new(r.i64("main revision")?, r.i64("sub revision")?),
-        create: r.i64("create revision")?,
-        version: r.i64("version")?,
-        lease: r.i64("lease")?,
-        value: Bytes::copy_from_slice(&r.bytes("value")?),
-    })
+/// Reads what [`put_version`] wrote, a version of `key`. A tombstone's value
+/// must be empty.
+fn read_version(r: &mut Reader, key: &[u8]) -> Result<Version, DecodeError> {
+    let rev = Revision::new(r.i64("main revision")?, r.i64("sub revision")?);
+    let (create, version, lease) = (
+        r.i64("create revision")?,
+        r.i64("version")?,
+        r.i64("lease")?,
+    );
+    let value = r.bytes("value")?;
+    if rev.sub < 0 || rev.sub > i64::from(u32::MAX) || (version == 0 && !value.is_empty()) {
+        return Err(r.error("version out of order or out of range"));
+    }
+    // Copied into a buffer of the version's own (see version.rs).
+    Ok(Version::put(key, &value, rev, create, version, lease))
+}
+
+/// Reads a key's versions, checking the invariants of the module docs.
+fn read_history(r: &mut Reader, key: &[u8], current: i64) -> Result<History, DecodeError> {
+    let n_versions = r.u32("version count")?;
+    if n_versions == 0 {
+        return Err(r.error("key with no versions"));
+    }
+    // Each version takes at least 44 bytes: don't trust the count for the allocation.
+    let mut history: Vec<Version> =
+        Vec::with_capacity((n_versions as usize).min(r.remaining() / 44));
+    for _ in 0..n_versions {
+        let v = read_version(r, key)?;
+        let ordered = history.last().is_none_or(|p| p.rev() < v.rev());
+        let sane = v.version >= 0 && v.main() >= 1 && v.main() <= current;
+        if !ordered || !sane || (history.is_empty() && v.is_tombstone()) {
+            return Err(r.error("version out of order or out of range"));
+        }
+        history.push(v);
+    }
+    let mut history = History::Many(history);
+    history.shrink();
+    Ok(history)
 }
 
 /// Reads what compaction kept of the changes at the compaction revision,
@@ -313,31 +322,28 @@ fn read_kept(r: &mut Reader, compacted: i64) -> Result<Vec<Kept>, DecodeError> {
         }
         let tombstone = match flags & 1 {
             0 => None,
-            _ => Some(Version {
-                rev: Revision::new(r.i64("main revision")?, r.i64("sub revision")?),
-                create: 0,
-                version: 0,
-                lease: 0,
-                value: Bytes::new(),
-            }),
+            _ => {
+                let rev = Revision::new(r.i64("main revision")?, r.i64("sub revision")?);
+                if rev.main != compacted || rev.sub < 0 || rev.sub > i64::from(u32::MAX) {
+                    return Err(r.error("kept version out of order or out of range"));
+                }
+                Some(Version::tombstone_of(key.clone(), rev))
+            }
         };
         let prev = match flags & 2 {
             0 => None,
-            _ => Some(read_version(r)?),
+            _ => Some(read_version(r, &key)?),
         };
         let ordered = out.last().is_none_or(|p| p.key < key) && !key.is_empty();
         // The replaced version is older than the change that replaced it; it
         // may be of the compaction revision itself (a txn that put a key and
         // then deleted it), so only `<=` holds against `compacted`.
-        let sane = tombstone
-            .as_ref()
-            .is_none_or(|t| t.rev.main == compacted && t.rev.sub >= 0)
-            && (prev.as_ref()).is_none_or(|p| {
-                !p.is_tombstone()
-                    && p.rev.main <= compacted
-                    && p.rev.main >= 1
-                    && tombstone.as_ref().is_none_or(|t| p.rev < t.rev)
-            });
+        let sane = (prev.as_ref()).is_none_or(|p| {
+            !p.is_tombstone()
+                && p.main() <= compacted
+                && p.main() >= 1
+                && tombstone.as_ref().is_none_or(|t| p.rev() < t.rev())
+        });
         if !ordered || !sane {
             return Err(r.error("kept version out of order or out of range"));
         }
@@ -378,27 +384,22 @@ impl Store {
         let mut keys: BTreeMap<Bytes, Vec<Version>> = BTreeMap::new();
         let mut current = compacted.max(1);
         for v in versions {
-            if v.key.is_empty() || v.main < 1 || v.sub < 0 {
+            if v.key.is_empty() || v.main < 1 || v.sub < 0 || v.sub > i64::from(u32::MAX) {
                 return Err(bad("imported version out of range"));
             }
-            let (create, version, lease, value) = match v.tombstone {
-                true => (0, 0, 0, Bytes::new()),
+            let rev = Revision::new(v.main, v.sub);
+            let version = match v.tombstone {
+                true => Version::tombstone_of(Bytes::copy_from_slice(&v.key), rev),
                 false if v.version >= 1 && v.create >= 1 && v.create <= v.main => {
-                    (v.create, v.version, v.lease, v.value)
+                    Version::put(&v.key, &v.value, rev, v.create, v.version, v.lease)
                 }
                 false => return Err(bad("imported version out of range")),
             };
             current = current.max(v.main);
-            keys.entry(v.key).or_default().push(Version {
-                rev: Revision::new(v.main, v.sub),
-                create,
-                version,
-                lease,
-                value,
-            });
+            keys.entry(v.key).or_default().push(version);
         }
         keys.retain(|_, history| {
-            history.sort_by_key(|v| v.rev);
+            history.sort_by_key(|v| v.rev());
             let live = history
                 .iter()
                 .position(|v| !v.is_tombstone())
@@ -407,12 +408,18 @@ impl Store {
             !history.is_empty()
         });
         for history in keys.values() {
-            if history.windows(2).any(|w| w[0].rev >= w[1].rev) {
+            if history.windows(2).any(|w| w[0].rev() >= w[1].rev()) {
                 return Err(bad("two versions of a key at one revision"));
             }
         }
+        let mut index = Index::new(index::DEFAULT_CHUNK_MAX);
+        for (_, history) in keys {
+            let mut history = History::Many(history);
+            history.shrink();
+            index.insert(history);
+        }
         let mut store = Store {
-            keys,
+            keys: index,
             current,
             compacted,
             max_txn_ops: super::DEFAULT_MAX_TXN_OPS,

@@ -166,9 +166,9 @@ impl Store {
     /// for a missing key's zero values. A value compare on no key fails.
     pub(super) fn compare_holds(&self, c: &Compare, rev: i64) -> bool {
         let mut found = false;
-        for (key, version) in self.live_at(&c.key, &c.range_end, rev) {
+        for version in self.live_at(&c.key, &c.range_end, rev) {
             found = true;
-            if !compare_kv(c, &version.to_kv(key, false)) {
+            if !compare_kv(c, &version.to_kv(false)) {
                 return false;
             }
         }

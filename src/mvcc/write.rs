@@ -6,13 +6,14 @@
 //! changed; [`WriteTxn::rollback`] removes every staged version, leaving the
 //! store exactly as it was. Put, DeleteRange and Txn all run through here.
 
-use super::{header, key_bytes, version_bytes, visible, Error, Result, Revision, Store, Version};
+use super::{
+    header, key_bytes, version_bytes, visible, Error, History, Result, Revision, Store, Version,
+};
 use crate::proto::etcdserverpb::{
     request_op::Request, response_op::Response, DeleteRangeRequest, DeleteRangeResponse,
     PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseOp, TxnRequest, TxnResponse,
 };
 use crate::proto::mvccpb::{event::EventType, Event, KeyValue};
-use bytes::Bytes;
 
 /// Changes staged at one revision. See the module docs.
 pub(super) struct WriteTxn<'a> {
@@ -67,43 +68,41 @@ impl<'a> WriteTxn<'a> {
             let key = &event.kv.as_ref().expect("staged events carry a kv").key;
             if let Some(history) = self.store.keys.get_mut(key) {
                 let main = self.main;
-                let staged: u64 = (history.iter().filter(|v| v.rev.main == main))
+                let staged: u64 = (history.iter().filter(|v| v.main() == main))
                     .map(version_bytes)
                     .sum();
-                history.retain(|v| v.rev.main != main);
                 self.store.in_use -= staged;
-                if history.is_empty() {
+                if history.iter().all(|v| v.main() == main) {
+                    // Removed whole: the index finds entries by their versions' key.
                     self.store.keys.remove(key);
                     self.store.in_use -= key_bytes(key);
+                } else {
+                    history.retain(|v| v.main() != main);
                 }
             }
         }
     }
 
-    /// Appends `version` to `key`'s history and records the event, with the
+    /// Appends `version` to its key's history and records the event, with the
     /// key's previous live version as `prev_kv` (watchers and the lessor use it).
-    fn stage(&mut self, key: &Bytes, version: Version, kind: EventType, prev: Option<KeyValue>) {
+    fn stage(&mut self, version: Version, kind: EventType, prev: Option<KeyValue>) {
         let kv = match kind {
-            EventType::Put => version.to_kv(key, false),
+            EventType::Put => version.to_kv(false),
             // etcd's delete event carries the key and the revision of the delete.
             EventType::Delete => KeyValue {
-                key: key.clone(),
-                mod_revision: version.rev.main,
+                key: version.key_bytes(),
+                mod_revision: version.main(),
                 ..Default::default()
             },
         };
-        // Most keys only ever hold one version: don't let Vec's default growth
-        // reserve four (288 bytes) for them.
         self.store.in_use += version_bytes(&version);
-        let in_use = &mut self.store.in_use;
-        self.store
-            .keys
-            .entry(key.clone())
-            .or_insert_with(|| {
-                *in_use += key_bytes(key);
-                Vec::with_capacity(1)
-            })
-            .push(version);
+        if let Some(history) = self.store.keys.get_mut(version.key()) {
+            history.push(version);
+        } else {
+            self.store.in_use += key_bytes(version.key());
+            // A new key's single version lives inline in the index's slot.
+            self.store.keys.insert(History::One(version));
+        }
         self.events.push(Event {
             r#type: kind as i32,
             kv: Some(kv),
@@ -122,21 +121,19 @@ impl<'a> WriteTxn<'a> {
             return Err(Error::KeyNotFound);
         }
         let rev = self.next_rev();
-        let version = Version {
-            rev,
-            create: prev.as_ref().map_or(rev.main, |p| p.create),
-            version: prev.as_ref().map_or(1, |p| p.version + 1),
-            lease: match &prev {
-                Some(p) if req.ignore_lease => p.lease,
-                _ => req.lease,
-            },
-            value: match &prev {
-                Some(p) if req.ignore_value => p.value.clone(),
-                _ => req.value.clone(),
-            },
+        let create = prev.as_ref().map_or(rev.main, |p| p.create);
+        let version = prev.as_ref().map_or(1, |p| p.version + 1);
+        let lease = match &prev {
+            Some(p) if req.ignore_lease => p.lease,
+            _ => req.lease,
         };
-        let prev = prev.map(|p| p.to_kv(&req.key, false));
-        self.stage(&req.key, version, EventType::Put, prev.clone());
+        let version = match &prev {
+            Some(p) if req.ignore_value => Version::put_same_value(p, rev, create, version, lease),
+            // A copy: the store keeps no request buffer alive (version.rs).
+            _ => Version::put(&req.key, &req.value, rev, create, version, lease),
+        };
+        let prev = prev.map(|p| p.to_kv(false));
+        self.stage(version, EventType::Put, prev.clone());
         Ok(PutResponse {
             header: header(self.main),
             prev_kv: prev.filter(|_| req.prev_kv),
@@ -144,20 +141,14 @@ impl<'a> WriteTxn<'a> {
     }
 
     pub(super) fn delete_range(&mut self, req: &DeleteRangeRequest) -> DeleteRangeResponse {
-        let doomed: Vec<(Bytes, KeyValue)> = self
+        let doomed: Vec<(Version, KeyValue)> = self
             .store
             .live_at(&req.key, &req.range_end, self.read_rev())
-            .map(|(k, v)| (k.clone(), v.to_kv(k, false)))
+            .map(|v| (v.clone(), v.to_kv(false)))
             .collect();
-        for (key, prev) in &doomed {
-            let tombstone = Version {
-                rev: self.next_rev(),
-                create: 0,
-                version: 0,
-                lease: 0,
-                value: Bytes::new(),
-            };
-            self.stage(key, tombstone, EventType::Delete, Some(prev.clone()));
+        for (live, prev) in &doomed {
+            let tombstone = Version::tombstone(live, self.next_rev());
+            self.stage(tombstone, EventType::Delete, Some(prev.clone()));
         }
         DeleteRangeResponse {
             header: header(self.read_rev()),

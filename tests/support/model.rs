@@ -469,7 +469,8 @@ fn as_txn(ops: Vec<RequestOp>) -> TxnRequest {
 
 /// Applies `ops` to a fresh store and a fresh model; fails on the first difference.
 pub fn run(ops: Vec<Op>) -> Result<(), String> {
-    let mut store = Store::new();
+    // Chunks of 2 to 4 keys: five keys split and merge the index's chunks.
+    let mut store = Store::new().with_index_chunk(2 + ops.len() % 3);
     let mut model = Model::new();
     for op in ops {
         // Map small generated revisions onto ones near the real history.

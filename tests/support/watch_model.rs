@@ -59,7 +59,7 @@ pub fn run(steps: &[Step]) -> Result<(), String> {
         catch_up_batch: 3,
         ..Default::default()
     };
-    let (mut store, mut hub) = (Store::new(), WatchHub::new(cfg));
+    let (mut store, mut hub) = (Store::new().with_index_chunk(2), WatchHub::new(cfg));
     hub.open(1);
     let mut all: Vec<Event> = Vec::new();
     let mut expect: Vec<Expect> = Vec::new();
