@@ -105,7 +105,10 @@ fn main() {
     }
     let rev = store.current_revision();
     store
-        .compact(&CompactionRequest { revision: rev, physical: false })
+        .compact(&CompactionRequest {
+            revision: rev,
+            physical: false,
+        })
         .expect("compact");
     let heap = (LIVE.load(Ordering::Relaxed) - heap_before) as f64;
     println!(
