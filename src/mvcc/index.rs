@@ -341,7 +341,7 @@ mod tests {
 
     /// Keys of one or two bytes, so prefixes and the empty bound are exercised.
     fn key(k: u8) -> Vec<u8> {
-        if k % 3 == 0 {
+        if k.is_multiple_of(3) {
             vec![k / 4]
         } else {
             vec![k / 4, k]
